@@ -9,7 +9,7 @@ than stored as three more tensors (the header is a third of these small files)::
     network.{0,4,8}.weight             int8     [out, in]
     network.{0,4,8}.weight_scale       float32  [1] (per tensor) or [out] (per channel)
     network.{0,4,8}.input_scale        float32  [1]   static mode only
-    network.{0,4,8}.input_zero_point   int32    [1]   static mode only
+    network.{0,4,8}.input_zero_point   int32    [1]   static mode only, in [0, 255] (uint8 inputs)
     network.{0,4,8}.bias, network.{1,5}.*  float32
 
 The safetensors header carries ``{"recomb": <json>}`` with the format
@@ -36,11 +36,17 @@ from core.networks import LINEAR_INDICES, STATE_DICT_KEYS, QNetworkArch, check_s
 
 FORMAT_VERSION = 1
 CheckpointFormat = Literal["float32", "int8"]
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container
+PICKLE_PROTOCOL_MARK = b"\x80"  # torch.save(..., _use_new_zipfile_serialization=False)
 INT8_EXTRA_SUFFIXES = ("weight_scale", "input_scale", "input_zero_point")
 
 
 class CheckpointError(ValueError):
     """The bytes are not a usable checkpoint; the message says why."""
+
+
+class UnsupportedFileError(CheckpointError):
+    """Neither safetensors nor a ``.pt`` (zip or legacy pickle) file."""
 
 
 class PickledModuleError(CheckpointError):
@@ -124,6 +130,8 @@ def read_upload(data: bytes) -> Checkpoint:
     """
     if _looks_like_safetensors(data):
         return decode(data)
+    if not data.startswith((ZIP_MAGIC, PICKLE_PROTOCOL_MARK)):
+        raise UnsupportedFileError("unsupported file type: upload a safetensors file or a .pt state dict")
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -180,10 +188,28 @@ def _check_int8_tensors(tensors: Mapping[str, torch.Tensor], arch: QNetworkArch)
         if scale.dim() != 1 or scale.shape[0] not in (1, weight.shape[0]) or not bool((scale > 0).all()):
             raise CheckpointError(f"{scale_key} must be positive with 1 or {weight.shape[0]} entries")
         allowed.update(f"network.{index}.{suffix}" for suffix in INT8_EXTRA_SUFFIXES)
+    _check_activation_qparams(tensors)
     unexpected = sorted(set(tensors) - allowed)
     if unexpected:
         raise CheckpointError(f"unexpected tensors in int8 checkpoint: {unexpected[:10]}")
     _check_finite({key: tensor for key, tensor in tensors.items() if tensor.is_floating_point()})
+
+
+def _check_activation_qparams(tensors: Mapping[str, torch.Tensor]) -> None:
+    """Static checkpoints carry a uint8 input scale and zero point for every Linear, others none."""
+    keys = [f"network.{index}.{name}" for index in LINEAR_INDICES for name in ("input_scale", "input_zero_point")]
+    present = [key for key in keys if key in tensors]
+    if not present:
+        return
+    if len(present) != len(keys):
+        raise CheckpointError(f"static int8 checkpoint is missing {sorted(set(keys) - set(present))}")
+    for index in LINEAR_INDICES:
+        scale = tensors[f"network.{index}.input_scale"]
+        zero_point = tensors[f"network.{index}.input_zero_point"]
+        if scale.dtype != torch.float32 or scale.shape != (1,) or not bool((scale > 0).all()):
+            raise CheckpointError(f"network.{index}.input_scale must be one positive float32")
+        if zero_point.dtype != torch.int32 or zero_point.shape != (1,) or not 0 <= int(zero_point) <= 255:
+            raise CheckpointError(f"network.{index}.input_zero_point must be one int32 in [0, 255]")
 
 
 def _check_finite(tensors: Mapping[str, torch.Tensor]) -> None:

@@ -1,0 +1,1 @@
+"""recomb service: HTTP API, persistence and command line."""

@@ -1,0 +1,68 @@
+"""FastAPI dependencies as ``Annotated`` aliases: settings, DB session, store, auth."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from app.core.config import Settings
+from app.core.db import get_engine
+from app.store import ArtifactStore, get_store
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_app_celery(request: Request) -> Celery:
+    return request.app.state.celery
+
+
+CeleryDep = Annotated[Celery, Depends(get_app_celery)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    with Session(get_engine(settings), expire_on_commit=False) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_artifact_store(settings: SettingsDep) -> ArtifactStore:
+    return get_store(settings)
+
+
+StoreDep = Annotated[ArtifactStore, Depends(get_artifact_store)]
+
+_bearer = HTTPBearer(auto_error=False, description="required when RECOMB_API_KEYS is set")
+
+
+def require_api_key(settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    """Open when no keys are configured; otherwise a bearer token compared in constant time."""
+    keys = settings.api_key_list
+    if not keys:
+        return
+    offered = credentials.credentials.encode() if credentials else b""
+    # Compare against every key, without early exit, so timing reveals nothing.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(offered, key.encode())
+    if not matched:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+
+
+AuthDep = Depends(require_api_key)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=200, description="repeat a POST with the same key to get the first result back"),
+]

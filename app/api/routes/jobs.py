@@ -1,0 +1,164 @@
+"""Jobs: one ``POST /jobs/{kind}`` per kind (each with its documented body), list, read, cancel.
+
+The API validates, writes the row, commits, then publishes the id: it never
+runs model code in the request.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI must see the real
+# params class of each generated route.
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Query, status
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, func, select
+
+from app.api.deps import AuthDep, CeleryDep, IdempotencyKey, SessionDep
+from app.api.errors import not_found, unprocessable, valid_id
+from app.core.queue import publish
+from app.jobs import JOB_PARAMS, JobParams
+from app.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, StateBuffer, utcnow
+from app.schemas import JobPublic, Page
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[AuthDep])
+log = logging.getLogger("recomb.api")
+
+
+def check_references(session: Session, params: JobParams) -> None:
+    """404 for unknown ids, 422 for a wrong format or a states width that fits no network."""
+    input_dims: dict[str, int] = {}
+    for field, required_format in params.checkpoint_refs.items():
+        checkpoint_id = getattr(params, field)
+        if checkpoint_id is None:
+            continue
+        row = session.get(Checkpoint, checkpoint_id) if valid_id(checkpoint_id) else None
+        if row is None:
+            raise not_found("checkpoint", checkpoint_id)
+        if required_format and row.format != required_format:
+            raise unprocessable(f"{field} must name a {required_format} checkpoint; {checkpoint_id} is {row.format}")
+        input_dims[field] = int(row.arch["input_dim"])
+    states = getattr(params, "states", None)
+    if states is None or states.id is None:
+        return
+    buffer = session.get(StateBuffer, states.id) if valid_id(states.id) else None
+    if buffer is None:
+        raise not_found("state buffer", states.id)
+    for field, input_dim in input_dims.items():
+        if buffer.dim != input_dim:
+            raise unprocessable(f"states {states.id} have width {buffer.dim} but {field} expects input_dim {input_dim}")
+
+
+def job_views(session: Session, jobs: list[Job]) -> list[JobPublic]:
+    """Public views with report id, outputs and children, in three queries for the whole page."""
+    ids = [job.id for job in jobs]
+    reports = dict(session.exec(select(Report.job_id, Report.id).where(Report.job_id.in_(ids))).all()) if ids else {}
+    outputs: dict[str, list[str]] = {}
+    for job_id, checkpoint_id in session.exec(
+        select(Checkpoint.created_by_job, Checkpoint.id).where(Checkpoint.created_by_job.in_(ids)).order_by(Checkpoint.output_index)
+    ).all() if ids else []:
+        outputs.setdefault(job_id, []).append(checkpoint_id)
+    children: dict[str, list[str]] = {}
+    for parent_id, child_id in session.exec(select(Job.parent_job_id, Job.id).where(Job.parent_job_id.in_(ids)).order_by(Job.created_at)).all() if ids else []:
+        children.setdefault(parent_id, []).append(child_id)
+    return [
+        JobPublic.model_validate(job).model_copy(update={"report_id": reports.get(job.id), "output_checkpoint_ids": outputs.get(job.id, []), "children": children.get(job.id, [])})
+        for job in jobs
+    ]
+
+
+def _create_job(session: Session, kind: str, params: JobParams, idempotency_key: str | None) -> tuple[Job, bool]:
+    """Insert the job row (or find the one this idempotency key created); returns (job, created)."""
+    if idempotency_key and (existing := session.exec(select(Job).where(Job.idempotency_key == idempotency_key)).first()):
+        return existing, False
+    check_references(session, params)
+    job = Job(kind=kind, params=params.model_dump(mode="json", exclude_none=True), idempotency_key=idempotency_key, published_at=utcnow())
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if not idempotency_key:
+            raise
+        return session.exec(select(Job).where(Job.idempotency_key == idempotency_key)).one(), False
+    return job, True
+
+
+def _route_for(kind: str, params_class: type[JobParams]):
+    def create(params: Annotated[params_class, Body()], session: SessionDep, celery: CeleryDep, idempotency_key: IdempotencyKey = None) -> JobPublic:
+        job, created = _create_job(session, kind, params, idempotency_key)
+        if created:
+            try:
+                publish(job.id, kind, celery)
+            except Exception:  # the row is committed: the reconciler publishes it once the broker is back
+                log.warning("publishing job %s failed; the reconciler will retry", job.id, exc_info=True)
+        return job_views(session, [job])[0]
+
+    create.__name__ = f"create_{kind.replace('-', '_')}_job"
+    create.__doc__ = params_class.__doc__
+    return create
+
+
+for _kind, _params_class in JOB_PARAMS.items():
+    router.add_api_route(
+        f"/{_kind}",
+        _route_for(_kind, _params_class),
+        methods=["POST"],
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=JobPublic,
+        summary=f"Queue a {_kind} job",
+    )
+
+
+@router.get("", response_model=Page[JobPublic])
+def list_jobs(
+    session: SessionDep,
+    kind: Annotated[str | None, Query(max_length=40)] = None,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    parent_job_id: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    query = select(Job)
+    if kind:
+        query = query.where(Job.kind == kind)
+    if status_:
+        query = query.where(Job.status == status_)
+    if parent_job_id:
+        query = query.where(Job.parent_job_id == parent_job_id)
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    jobs = session.exec(query.order_by(Job.created_at.desc(), Job.id).offset(offset).limit(limit)).all()
+    return {"items": job_views(session, list(jobs)), "total": total, "limit": limit, "offset": offset}
+
+
+def get_job_row(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id) if valid_id(job_id) else None
+    if job is None:
+        raise not_found("job", job_id)
+    return job
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def read_job(job_id: str, session: SessionDep) -> JobPublic:
+    return job_views(session, [get_job_row(session, job_id)])[0]
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED, responses={409: {"description": "the job already finished"}})
+def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
+    """Cancel a job and its children: queued ones at once, running ones at their next step."""
+    job = get_job_row(session, job_id)
+    if job.status in TERMINAL_STATUSES:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} already {job.status.value}")
+    for target in [job, *session.exec(select(Job).where(Job.parent_job_id == job_id)).all()]:
+        if target.status == JobStatus.queued:
+            target.status, target.finished_at, target.stage = JobStatus.cancelled, utcnow(), "cancelled"
+        elif target.status == JobStatus.running:
+            target.cancel_requested = True
+        session.add(target)
+    session.commit()
+    session.refresh(job)
+    return job_views(session, [job])[0]
+
+
+@router.post("/{kind}", include_in_schema=False, status_code=status.HTTP_404_NOT_FOUND)
+def unknown_kind(kind: str) -> None:
+    raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown job kind {kind!r}; valid kinds: {', '.join(JOB_PARAMS)}")

@@ -1,0 +1,79 @@
+"""Upload plumbing: a body-size limit applied before parsing, and idempotent commits."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from fastapi import UploadFile
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.errors import unprocessable
+
+UPLOAD_PATHS = ("/checkpoints", "/states")
+RowT = TypeVar("RowT", bound=SQLModel)
+
+
+class UploadSizeLimit:
+    """Answer 413 for an upload body over ``max_bytes`` before anything parses it.
+
+    A declared Content-Length is checked at once; a chunked body is buffered
+    up to the limit and refused as soon as it passes it.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in UPLOAD_PATHS:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = f'{{"detail":"upload larger than RECOMB_MAX_UPLOAD_BYTES ({self.max_bytes} bytes)"}}'.encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def read_limited(file: UploadFile) -> bytes:
+    data = await file.read()
+    if not data:
+        raise unprocessable("the uploaded file is empty")
+    return data
+
+
+def commit_idempotent(session: Session, row: RowT, model: type[RowT], idempotency_key: str | None) -> RowT:
+    """Commit ``row``; if a concurrent request with the same key won, return that one instead."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if not idempotency_key:
+            raise
+        return session.exec(select(model).where(model.idempotency_key == idempotency_key)).one()
+    session.refresh(row)
+    return row

@@ -1,0 +1,120 @@
+"""The ``recomb`` command: run the service (``up``, ``api``, ``worker``, ``migrate``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from app.core.config import get_settings
+
+log = logging.getLogger("recomb")
+LOOPBACK = "127.0.0.1"
+SHUTDOWN_GRACE_S = 60.0
+RESTART_BACKOFF_S = 1.0
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from migrations import upgrade
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    log.info("database schema is up to date")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.celery_app import celery
+
+    settings = get_settings()
+    argv = ["worker", "--pool=solo", f"--loglevel={settings.log_level}", "-Q", settings.queue, "--without-gossip", "--without-mingle"]
+    if args.name:
+        argv.append(f"--hostname={args.name}@%h")
+    celery.worker_main(argv)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Migrate, then run the API and N workers in the foreground; restart any that die."""
+    settings = get_settings()
+    host = args.host
+    if not settings.api_key_list and host != LOOPBACK:
+        log.warning("RECOMB_API_KEYS is not set: binding to %s only (set keys to listen on %s)", LOOPBACK, host)
+        host = LOOPBACK
+    elif not settings.api_key_list:
+        log.warning("RECOMB_API_KEYS is not set: the API is open, bound to %s only", LOOPBACK)
+    cmd_migrate(args)
+    stack = "embedded (SQLite + filesystem broker in %s)" % settings.data_dir if settings.is_embedded else "external (database and broker from RECOMB_* URLs)"
+    log.info("recomb up: %s stack, API on http://%s:%d, %d worker(s)", stack, host, args.port, args.workers)
+    specs = {"api": [sys.executable, "-m", "app.cli", "api", "--host", host, "--port", str(args.port)]}
+    for index in range(args.workers):
+        specs[f"worker{index + 1}"] = [sys.executable, "-m", "app.cli", "worker", "--name", f"worker{index + 1}-{os.getpid()}"]
+    processes = {name: subprocess.Popen(argv) for name, argv in specs.items()}
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping:
+        time.sleep(0.5)
+        for name, process in list(processes.items()):
+            if process.poll() is not None and not stopping:
+                log.warning("%s exited with code %s; restarting it", name, process.returncode)
+                time.sleep(RESTART_BACKOFF_S)
+                processes[name] = subprocess.Popen(specs[name])
+    log.info("stopping: workers finish their current job (up to %.0fs)", SHUTDOWN_GRACE_S)
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + SHUTDOWN_GRACE_S
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recomb", description="Distil, quantize, recombine and validate small Q-networks.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="API + workers on the configured stack (embedded by default)")
+    up.add_argument("--host", default=LOOPBACK)
+    up.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    up.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 4)))
+    up.set_defaults(handler=cmd_up)
+    api = commands.add_parser("api", help="the HTTP API alone")
+    api.add_argument("--host", default=LOOPBACK)
+    api.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    api.set_defaults(handler=cmd_api)
+    worker = commands.add_parser("worker", help="one worker process (one job at a time, one torch thread)")
+    worker.add_argument("--name", default=None)
+    worker.set_defaults(handler=cmd_worker)
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(handler=cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The Celery application and the one way jobs are published.
+
+Messages carry only the job id; the database row is the source of truth.
+The API uses this module to publish by task name (``recomb.<kind>``); the
+worker registers its tasks on the same application.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from app.core.config import Settings, get_settings
+
+EMBEDDED_POLL_INTERVAL_S = 0.05
+
+
+def task_name(kind: str) -> str:
+    return f"recomb.{kind}"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("recomb", broker=settings.resolved_broker_url, set_as_current=False)
+    transport_options: dict = {}
+    if settings.is_embedded:
+        folder = settings.broker_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        transport_options = {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "store_processed": False,
+            "polling_interval": EMBEDDED_POLL_INTERVAL_S,
+        }
+    elif settings.broker_key_prefix:
+        transport_options = {"global_keyprefix": settings.broker_key_prefix}
+    app.conf.update(
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_default_queue=settings.queue,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # A job is acknowledged only once it has finished, and a worker that
+        # dies mid-job returns it to the queue; one job at a time per process.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    return app
+
+
+@lru_cache
+def get_celery() -> Celery:
+    return make_celery(get_settings())
+
+
+def publish(job_id: str, kind: str, celery: Celery | None = None) -> None:
+    (celery or get_celery()).send_task(task_name(kind), args=[job_id])
+
+
+def queue_depth(celery: Celery | None = None) -> int:
+    """Messages waiting in the job queue (0 when the broker lost them)."""
+    app = celery or get_celery()
+    with app.connection_for_write() as connection:
+        return int(connection.default_channel.queue_declare(queue=app.conf.task_default_queue, passive=True).message_count)

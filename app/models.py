@@ -1,0 +1,114 @@
+"""SQLModel tables and the API's public views of them, side by side.
+
+The schema itself is owned by Alembic (``migrations/``); these classes
+describe it. JSON columns hold architecture, params and report bodies.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Blob(SQLModel, table=True):
+    """Artifact bytes by content hash (the default artifact store)."""
+
+    __tablename__ = "blobs"
+    sha256: str = Field(primary_key=True, max_length=64)
+    size_bytes: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    id: str = Field(default_factory=lambda: new_id("job"), primary_key=True, max_length=40)
+    kind: str = Field(index=True, max_length=40)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: JobStatus = Field(default=JobStatus.queued, index=True)
+    progress: float = 0.0
+    stage: str = Field(default="queued", max_length=200)
+    error: str | None = Field(default=None, max_length=2000)
+    attempts: int = 0
+    claim_token: str | None = Field(default=None, max_length=40)
+    cancel_requested: bool = False
+    parent_job_id: str | None = Field(default=None, foreign_key="jobs.id", index=True, max_length=40)
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    published_at: datetime | None = None
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Checkpoint(SQLModel, table=True):
+    __tablename__ = "checkpoints"
+    id: str = Field(default_factory=lambda: new_id("ckpt"), primary_key=True, max_length=40)
+    name: str | None = Field(default=None, max_length=200)
+    arch: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    format: str = Field(max_length=16)
+    dtype: str = Field(max_length=16, description="storage dtype of the Linear weights")
+    quantization: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    sha256: str = Field(index=True, max_length=64)
+    size_bytes: int
+    param_bytes: int
+    created_by_job: str | None = Field(default=None, foreign_key="jobs.id", index=True, max_length=40)
+    output_index: int = 0
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class LineageEdge(SQLModel, table=True):
+    __tablename__ = "lineage_edges"
+    __table_args__ = (UniqueConstraint("parent_id", "child_id", "role"),)
+    id: int | None = Field(default=None, primary_key=True)
+    parent_id: str = Field(foreign_key="checkpoints.id", index=True, max_length=40)
+    child_id: str = Field(foreign_key="checkpoints.id", index=True, max_length=40)
+    role: str = Field(max_length=40)
+    job_id: str | None = Field(default=None, foreign_key="jobs.id", max_length=40)
+
+
+class StateBuffer(SQLModel, table=True):
+    __tablename__ = "state_buffers"
+    id: str = Field(default_factory=lambda: new_id("st"), primary_key=True, max_length=40)
+    name: str | None = Field(default=None, max_length=200)
+    n: int
+    dim: int
+    sha256: str = Field(index=True, max_length=64)
+    size_bytes: int
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Report(SQLModel, table=True):
+    __tablename__ = "reports"
+    id: str = Field(default_factory=lambda: new_id("rep"), primary_key=True, max_length=40)
+    job_id: str = Field(foreign_key="jobs.id", index=True, max_length=40)
+    kind: str = Field(index=True, max_length=40)
+    schema_version: str = Field(max_length=16)
+    passed: bool
+    body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -1,0 +1,115 @@
+"""What the API returns: explicit public views of the stored rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.models import JobStatus
+
+ItemT = TypeVar("ItemT")
+
+
+class ArchSchema(BaseModel):
+    """Q-network architecture, in the reference constructor's names."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_dim: int = Field(8, ge=1, le=4096)
+    hidden_size: int = Field(64, ge=1, le=4096)
+    output_dim: int = Field(4, ge=1, le=4096)
+    dropout_rate: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class SyntheticCheckpointCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"arch": {"input_dim": 8, "hidden_size": 64, "output_dim": 4}, "seed": 0}]})
+    arch: ArchSchema = Field(default_factory=ArchSchema)
+    seed: int = Field(..., ge=0, le=2**63 - 1)
+    name: str | None = Field(default=None, max_length=200)
+
+
+class CheckpointPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str | None
+    arch: dict[str, Any]
+    format: str
+    dtype: str
+    quantization: dict[str, Any] | None
+    sha256: str
+    size_bytes: int
+    param_bytes: int
+    created_by_job: str | None
+    created_at: datetime
+
+
+class StatesPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str | None
+    n: int
+    dim: int
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+
+
+class LineageEdgePublic(BaseModel):
+    parent: str
+    child: str
+    role: str
+    job_id: str | None
+
+
+class LineagePublic(BaseModel):
+    root: str
+    nodes: list[CheckpointPublic]
+    edges: list[LineageEdgePublic]
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    kind: str
+    status: JobStatus
+    progress: float
+    stage: str
+    params: dict[str, Any]
+    error: str | None
+    attempts: int
+    cancel_requested: bool
+    parent_job_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+    report_id: str | None = None
+    output_checkpoint_ids: list[str] = Field(default_factory=list)
+    children: list[str] = Field(default_factory=list)
+
+
+class ReportSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    job_id: str
+    kind: str
+    schema_version: str
+    passed: bool
+    created_at: datetime
+
+
+class ReportPublic(ReportSummary):
+    body: dict[str, Any]
+
+
+class Page(BaseModel, Generic[ItemT]):
+    items: list[ItemT]
+    total: int
+    limit: int
+    offset: int
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

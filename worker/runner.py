@@ -1,0 +1,231 @@
+"""The job runner shared by every job kind.
+
+It owns what no task should repeat: claiming the job, status and
+timestamps, progress and stage, the heartbeat, cancellation, error capture
+and the single transaction that writes all outputs. A task only loads its
+inputs, calls ``core`` and hands its outputs to the ``JobContext``.
+
+Exactly-once outputs: a job is claimed with a conditional UPDATE that sets a
+fresh claim token, and its outputs are written in the same transaction that
+moves it to ``succeeded`` *only if that token still holds*. A redelivered
+message for a finished job, or a second copy racing the first, writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import numpy as np
+from sqlalchemy import and_, or_, update
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from app import crud
+from app.core.config import Settings, get_settings
+from app.core.db import get_engine
+from app.jobs import JOB_PARAMS, JobParams, StatesSpec
+from app.models import Checkpoint, Job, JobStatus, Report, new_id, utcnow
+from app.store import get_store
+from core import artifacts
+
+log = logging.getLogger("recomb.worker")
+PROGRESS_MIN_INTERVAL_S = 0.2
+ERROR_MAX_CHARS = 500
+DB_RETRY_DEADLINE_S = 60.0
+T = TypeVar("T")
+
+
+class JobCancelled(Exception):
+    """Raised inside a running job when a cancel was requested."""
+
+
+@dataclass
+class PendingCheckpoint:
+    id: str
+    checkpoint: artifacts.Checkpoint
+    name: str | None
+    lineage: list[tuple[str, str]]
+
+
+@dataclass
+class JobContext:
+    """What a task sees: its params, its inputs by id, and where its outputs go."""
+
+    job_id: str
+    kind: str
+    params: Any
+    settings: Settings
+    claim_token: str
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    outputs: list[PendingCheckpoint] = field(default_factory=list)
+    report: dict[str, Any] | None = None
+    _last_progress_at: float = 0.0
+
+    def _session(self) -> Session:
+        return Session(get_engine(self.settings), expire_on_commit=False)
+
+    def checkpoint(self, checkpoint_id: str) -> artifacts.Checkpoint:
+        with self._session() as session:
+            row = session.get(Checkpoint, checkpoint_id)
+            if row is None:
+                raise LookupError(f"checkpoint {checkpoint_id} not found")
+            return crud.read_checkpoint(session, get_store(self.settings), row)
+
+    def states(self, spec: StatesSpec, input_dim: int) -> np.ndarray:
+        with self._session() as session:
+            return crud.read_states(session, get_store(self.settings), spec.id, spec.synthetic_spec(), input_dim)
+
+    def progress(self, fraction: float, stage: str | None = None) -> None:
+        """Record progress (0..1) and stage; raises ``JobCancelled`` if a cancel was requested.
+
+        Writes are throttled so a tight training loop does not hammer the database.
+        """
+        if self.cancel_event.is_set():
+            raise JobCancelled()
+        now = time.monotonic()
+        if stage is None and now - self._last_progress_at < PROGRESS_MIN_INTERVAL_S:
+            return
+        self._last_progress_at = now
+        values: dict[str, Any] = {"progress": max(0.0, min(1.0, float(fraction))), "heartbeat_at": utcnow()}
+        if stage is not None:
+            values["stage"] = stage[:200]
+        with self._session() as session:
+            session.exec(update(Job).where(Job.id == self.job_id, Job.claim_token == self.claim_token).values(**values))
+            session.commit()
+
+    def add_checkpoint(self, checkpoint: artifacts.Checkpoint, *, name: str | None = None, lineage: list[tuple[str, str]] = ()) -> str:
+        """Queue an output checkpoint with ``(parent_id, role)`` edges; returns its future id."""
+        pending = PendingCheckpoint(new_id("ckpt"), checkpoint, name, list(lineage))
+        self.outputs.append(pending)
+        return pending.id
+
+    def set_report(self, body: dict[str, Any]) -> None:
+        for key in ("schema_version", "kind", "passed"):
+            if key not in body:
+                raise ValueError(f"report body needs '{key}'")
+        self.report = body
+
+
+def with_db_retries(action: Callable[[], T], deadline_s: float = DB_RETRY_DEADLINE_S) -> T:
+    """Run ``action``, retrying with exponential backoff while the database is unreachable."""
+    delay, started = 0.25, time.monotonic()
+    while True:
+        try:
+            return action()
+        except OperationalError:
+            if time.monotonic() - started > deadline_s:
+                raise
+            log.warning("database unreachable; retrying in %.2fs", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def claim(job_id: str, settings: Settings) -> str | None:
+    """Atomically take the job if it is queued (or running with a dead heartbeat); returns the claim token."""
+    token = uuid.uuid4().hex
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.heartbeat_timeout_s)
+    with Session(get_engine(settings)) as session:
+        result = session.exec(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                or_(Job.status == JobStatus.queued, and_(Job.status == JobStatus.running, Job.heartbeat_at < stale)),
+            )
+            .values(status=JobStatus.running, claim_token=token, attempts=Job.attempts + 1, started_at=now, heartbeat_at=now, stage="starting", error=None)
+        )
+        session.commit()
+        return token if result.rowcount == 1 else None
+
+
+def finish(context: JobContext, status: JobStatus, error: str | None = None) -> bool:
+    """Write outputs (on success) and the final status in one transaction, if the claim still holds."""
+    settings = context.settings
+    store = get_store(settings)
+    with Session(get_engine(settings), expire_on_commit=False) as session:
+        values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error, "claim_token": None}
+        if status == JobStatus.succeeded:
+            values.update(progress=1.0, stage="done")
+        result = session.exec(update(Job).where(Job.id == context.job_id, Job.claim_token == context.claim_token).values(**values))
+        if result.rowcount != 1:
+            session.rollback()
+            return False
+        if status == JobStatus.succeeded:
+            _write_outputs(session, store, context)
+        session.commit()
+        return True
+
+
+def _write_outputs(session: Session, store, context: JobContext) -> None:
+    for index, pending in enumerate(context.outputs):
+        crud.create_checkpoint(session, store, pending.checkpoint, checkpoint_id=pending.id, name=pending.name, job_id=context.job_id, output_index=index)
+        session.flush()
+        for parent_id, role in pending.lineage:
+            crud.add_lineage(session, parent_id, pending.id, role, context.job_id)
+    if context.report is not None:
+        body = context.report
+        session.add(Report(job_id=context.job_id, kind=body["kind"], schema_version=str(body["schema_version"]), passed=bool(body["passed"]), body=body))
+
+
+def _heartbeat(context: JobContext, stop: threading.Event) -> None:
+    """Beat every ``heartbeat_interval_s`` and notice cancel requests, until ``stop``."""
+    while not stop.wait(context.settings.heartbeat_interval_s):
+        try:
+            with context._session() as session:
+                session.exec(update(Job).where(Job.id == context.job_id, Job.claim_token == context.claim_token).values(heartbeat_at=utcnow()))
+                job = session.get(Job, context.job_id)
+                session.commit()
+                if job is not None and job.cancel_requested:
+                    context.cancel_event.set()
+        except OperationalError:
+            log.warning("heartbeat for %s failed: database unreachable", context.job_id)
+
+
+def one_line(error: BaseException) -> str:
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return text[:ERROR_MAX_CHARS]
+
+
+def run_job(job_id: str, handler: Callable[[JobContext], None], settings: Settings | None = None) -> JobStatus | None:
+    """Claim and run one job; returns its final status, or None if there was nothing to run."""
+    settings = settings or get_settings()
+    token = with_db_retries(lambda: claim(job_id, settings))
+    if token is None:
+        log.info("job %s: nothing to run (finished, cancelled or running elsewhere)", job_id)
+        return None
+    with Session(get_engine(settings)) as session:
+        job = session.get(Job, job_id)
+        params: JobParams = JOB_PARAMS[job.kind].model_validate(job.params)
+        cancel_requested = job.cancel_requested
+    context = JobContext(job_id=job_id, kind=job.kind, params=params, settings=settings, claim_token=token)
+    if cancel_requested:
+        context.cancel_event.set()
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(context, stop), daemon=True, name=f"heartbeat-{job_id}")
+    beat.start()
+    status, error = JobStatus.succeeded, None
+    try:
+        context.progress(0.0, "running")
+        handler(context)
+    except JobCancelled:
+        status, error = JobStatus.cancelled, None
+    except OperationalError:
+        # The database went away mid-job: leave the claim; the reconciler re-queues it once heartbeats stop.
+        log.exception("job %s: database unreachable, leaving it for the reconciler", job_id)
+        raise
+    except Exception as exc:  # any failure of the job's own code fails the job, not the worker
+        log.exception("job %s failed", job_id)
+        status, error = JobStatus.failed, one_line(exc)
+    finally:
+        stop.set()
+    written = with_db_retries(lambda: finish(context, status, error))
+    log.info("job %s: %s%s", job_id, status.value, "" if written else " (claim lost; outputs discarded)")
+    return status if written else None

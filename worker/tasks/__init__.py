@@ -1,0 +1,27 @@
+"""One thin task per job kind, each in its own module with a ``handle(context)``.
+
+Registering by name (``recomb.<kind>``) lets the API publish without
+importing any of this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from app.core.queue import get_celery, task_name
+from worker.runner import JobContext, run_job
+from worker.tasks import ptq
+
+HANDLERS: dict[str, Callable[[JobContext], None]] = {
+    "ptq": ptq.handle,
+}
+
+
+def _register(kind: str, handler: Callable[[JobContext], None]) -> None:
+    @get_celery().task(name=task_name(kind))
+    def task(job_id: str) -> None:
+        run_job(job_id, handler)
+
+
+for _kind, _handler in HANDLERS.items():
+    _register(_kind, _handler)
