@@ -113,7 +113,14 @@ class QNetwork(nn.Module):
         super().__init__()
         self.arch = arch
         h = arch.hidden_size
-        self.network = nn.Sequential(
+        # nn.Linear draws its default init from the global RNG; fork it so
+        # building a network never shifts anyone else's random stream.
+        with torch.random.fork_rng(devices=[]):
+            self.network = self._layers(arch, h)
+
+    @staticmethod
+    def _layers(arch: QNetworkArch, h: int) -> nn.Sequential:
+        return nn.Sequential(
             nn.Linear(arch.input_dim, h),
             nn.LayerNorm(h, eps=LAYERNORM_EPS),
             nn.ReLU(),

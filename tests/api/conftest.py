@@ -1,0 +1,59 @@
+"""API tests: the real app on a throwaway SQLite database and a filesystem broker; no workers."""
+
+import io
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.core.config import Settings
+from app.main import create_app
+from core import artifacts
+from core.networks import QNetwork, QNetworkArch, init_network
+from core.quantize import quantize_dynamic
+from migrations import upgrade
+
+
+def make_settings(tmp_path, **overrides) -> Settings:
+    values = {"data_dir": tmp_path / "var", "database_url": None, "broker_url": None, "api_keys": "", "artifact_store": "db"}
+    return Settings(**(values | overrides))
+
+
+def client_for(settings: Settings) -> TestClient:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def client(settings):
+    with client_for(settings) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def parent_id(client) -> str:
+    response = client.post("/checkpoints/synthetic", json={"arch": {"input_dim": 8, "hidden_size": 64, "output_dim": 4}, "seed": 0})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+@pytest.fixture
+def int8_id(client) -> str:
+    parent = artifacts.float_checkpoint(init_network(QNetworkArch(), 1).state_dict())
+    data = artifacts.encode(quantize_dynamic(parent).checkpoint)
+    response = client.post("/checkpoints", files={"file": ("int8.safetensors", data)})
+    assert response.status_code == 201, response.text
+    assert response.json()["format"] == "int8"
+    return response.json()["id"]
+
+
+def state_dict_bytes(arch: QNetworkArch = QNetworkArch()) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(QNetwork(arch).state_dict(), buffer)
+    return buffer.getvalue()

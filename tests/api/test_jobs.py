@@ -1,0 +1,85 @@
+import io
+
+import numpy as np
+
+from app.core.queue import make_celery, queue_depth
+
+
+def submit(client, kind="ptq", **body):
+    return client.post(f"/jobs/{kind}", json=body)
+
+
+def test_ptq_job_is_queued_with_its_defaults_recorded_and_published(client, settings, parent_id):
+    response = submit(client, checkpoint_id=parent_id)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "queued" and job["kind"] == "ptq"
+    assert job["params"] == {
+        "checkpoint_id": parent_id,
+        "states": {"synthetic": {"n_states": 1000, "seed": 7919}},
+        "mode": "dynamic",
+        "granularity": "per_tensor",
+        "calibration_batches": 10,
+        "calibration_batch_size": 64,
+    }
+    assert queue_depth(make_celery(settings)) == 1
+    assert client.get(f"/jobs/{job['id']}").json()["id"] == job["id"]
+
+
+def test_unknown_checkpoint_is_404_and_int8_input_is_422(client, int8_id):
+    missing = submit(client, checkpoint_id="ckpt_00000000000000000000")
+    assert missing.status_code == 404 and "ckpt_00000000000000000000" in missing.json()["detail"]
+    wrong = submit(client, checkpoint_id=int8_id)
+    assert wrong.status_code == 422 and "float32" in wrong.json()["detail"]
+    assert client.get("/jobs").json()["total"] == 0
+
+
+def test_malformed_bodies_name_the_field(client, parent_id):
+    missing = submit(client)
+    assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "checkpoint_id"]
+    extra = submit(client, checkpoint_id=parent_id, epochz=3)
+    assert extra.status_code == 422 and extra.json()["detail"][0]["loc"] == ["body", "epochz"]
+    bad_mode = submit(client, checkpoint_id=parent_id, mode="fast")
+    assert bad_mode.status_code == 422 and bad_mode.json()["detail"][0]["loc"] == ["body", "mode"]
+    bad_calibration = submit(client, checkpoint_id=parent_id, calibration_batches=0)
+    assert bad_calibration.status_code == 422 and "calibration_batches" in str(bad_calibration.json()["detail"])
+    both_states = submit(client, checkpoint_id=parent_id, states={"id": "st_x", "synthetic": {"seed": 1}})
+    assert both_states.status_code == 422
+
+
+def test_states_must_exist_and_fit_the_network(client, parent_id):
+    assert submit(client, checkpoint_id=parent_id, states={"id": "st_00000000000000000000"}).status_code == 404
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((5, 6), dtype=np.float32))
+    states_id = client.post("/states", files={"file": ("s.npy", buffer.getvalue())}).json()["id"]
+    response = submit(client, checkpoint_id=parent_id, states={"id": states_id})
+    assert response.status_code == 422 and "width 6" in response.json()["detail"]
+
+
+def test_unknown_kind_lists_the_valid_ones(client):
+    response = client.post("/jobs/teleport", json={})
+    assert response.status_code == 404 and "ptq" in response.json()["detail"]
+
+
+def test_cancel_a_queued_job_then_conflict(client, parent_id):
+    job_id = submit(client, checkpoint_id=parent_id).json()["id"]
+    cancelled = client.post(f"/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    assert client.post(f"/jobs/{job_id}/cancel").status_code == 409
+    assert client.post("/jobs/job_00000000000000000000/cancel").status_code == 404
+
+
+def test_idempotency_key_returns_the_first_job(client, settings, parent_id):
+    headers = {"Idempotency-Key": "retry-me"}
+    first = client.post("/jobs/ptq", json={"checkpoint_id": parent_id}, headers=headers).json()
+    again = client.post("/jobs/ptq", json={"checkpoint_id": parent_id}, headers=headers).json()
+    assert first["id"] == again["id"]
+    assert client.get("/jobs").json()["total"] == 1
+    assert queue_depth(make_celery(settings)) == 1
+
+
+def test_job_list_filters(client, parent_id):
+    job_id = submit(client, checkpoint_id=parent_id).json()["id"]
+    assert [job["id"] for job in client.get("/jobs", params={"kind": "ptq", "status": "queued"}).json()["items"]] == [job_id]
+    assert client.get("/jobs", params={"status": "succeeded"}).json()["total"] == 0
+    assert client.get("/jobs", params={"status": "bogus"}).status_code == 422

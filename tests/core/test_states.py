@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from core.states import SyntheticStates, derive_seed, dump_npy, load_npy, synthetic_states, train_val_split, validate_states
+
+
+def test_synthetic_states_are_the_reference_draw():
+    states = synthetic_states(SyntheticStates(n_states=5, seed=42), input_dim=8)
+    expected = np.random.default_rng(42).standard_normal((5, 8)).astype(np.float32)
+    assert states.dtype == np.float32
+    np.testing.assert_array_equal(states, expected)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros(8, dtype=np.float32), "2-D"),
+        (np.zeros((0, 8), dtype=np.float32), "non-empty"),
+        (np.array([["a"] * 8]), "numeric"),
+        (np.array([[np.nan] * 8, [0.0] * 8], dtype=np.float32), "1 row"),
+        (np.array([[np.inf] * 8], dtype=np.float64), "finite"),
+    ],
+)
+def test_validate_states_refuses_unusable_arrays(array, message):
+    with pytest.raises(ValueError, match=message):
+        validate_states(array)
+
+
+def test_validate_states_checks_the_width_and_casts_to_float32():
+    assert validate_states(np.ones((3, 8), dtype=np.int64), input_dim=8).dtype == np.float32
+    with pytest.raises(ValueError, match="width 6 but the network's input_dim is 8"):
+        validate_states(np.ones((3, 6)), input_dim=8)
+
+
+def test_npy_round_trip_and_no_pickles():
+    states = np.arange(16, dtype=np.float32).reshape(2, 8)
+    np.testing.assert_array_equal(load_npy(dump_npy(states)), states)
+    buffer = __import__("io").BytesIO()
+    np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="object arrays"):
+        load_npy(buffer.getvalue())
+    with pytest.raises(ValueError, match="not a valid .npy"):
+        load_npy(dump_npy(states)[:60])
+
+
+def test_split_holds_out_disjoint_rows_deterministically():
+    split = train_val_split(100, 0.1, torch.Generator().manual_seed(5))
+    again = train_val_split(100, 0.1, torch.Generator().manual_seed(5))
+    assert len(split.val) == 10 and len(split.train) == 90
+    assert set(split.train.tolist()).isdisjoint(split.val.tolist())
+    assert torch.equal(split.val, again.val)
+    assert len(train_val_split(100, 0.0, torch.Generator()).val) == 0
+
+
+def test_derived_seeds_differ_by_purpose_and_repeat_by_seed():
+    assert derive_seed(42, "init") == derive_seed(42, "init")
+    assert derive_seed(42, "init") != derive_seed(42, "split")
+    assert derive_seed(42, "init") != derive_seed(43, "init")
