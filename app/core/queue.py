@@ -29,6 +29,7 @@ def make_celery(settings: Settings) -> Celery:
         transport_options = {
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": EMBEDDED_POLL_INTERVAL_S,
         }
