@@ -17,6 +17,8 @@ import torch
 
 from core import metrics
 from core.artifacts import Checkpoint, encode
+from core.mdp import LinearMDP, greedy_returns, initial_states
+from core.networks import QNetworkArch
 from core.quantize import inference_forward, is_static
 from core.states import validate_states
 
@@ -239,3 +241,208 @@ def _minimum(value: float | None, threshold: float, gates: bool = True) -> dict:
 def _maximum(value: float | None, threshold: float, gates: bool = True) -> dict:
     return _check(value, threshold, value is not None and value <= threshold, gates)
 
+
+
+@dataclass(frozen=True)
+class DistillationValidationConfig:
+    """Thresholds (reference defaults) and options of ``validate_distillation``.
+
+    The optional thresholds (None) are only checked when set.
+    ``gate_cosine`` False reports the raw-Q cosine check without letting it
+    fail the report (see the report's notes); ``max_latency_ratio`` gates only
+    with ``gate_latency``. Robustness slices draw from
+    ``default_rng(robustness_seed)``; ``rollout_episodes`` 0 skips the rollouts.
+    """
+
+    min_action_agreement: float = 0.85
+    max_kl_divergence: float = 0.5
+    max_mse: float = 2.0
+    min_cosine_similarity: float = 0.8
+    max_param_ratio: float = 0.9
+    max_mae: float | None = None
+    max_latency_ratio: float | None = None
+    min_robustness_action_agreement: float | None = None
+    max_relative_return_drop: float | None = None
+    gate_cosine: bool = False
+    gate_latency: bool = False
+    top_k_values: tuple[int, ...] = (1, 2, 3)
+    robustness: bool = True
+    robustness_seed: int = 42
+    rollout_episodes: int = 0
+    rollout_max_steps: int = 50
+    rollout_seed: int = 0
+    latency_warmup: int = 5
+    latency_repeats: int = 50
+
+    def __post_init__(self) -> None:
+        for field in ("max_kl_divergence", "max_mse", "max_param_ratio", "max_mae", "max_latency_ratio", "max_relative_return_drop"):
+            value = getattr(self, field)
+            if value is not None and (not _finite(value) or value < 0):
+                raise ValueError(f"{field} must be a number >= 0, got {value!r}")
+        for field in ("min_action_agreement", "min_robustness_action_agreement"):
+            value = getattr(self, field)
+            if value is not None and (not _finite(value) or not 0 <= value <= 1):
+                raise ValueError(f"{field} must be in [0, 1], got {value!r}")
+        if not _finite(self.min_cosine_similarity) or not -1 <= self.min_cosine_similarity <= 1:
+            raise ValueError(f"min_cosine_similarity must be in [-1, 1], got {self.min_cosine_similarity!r}")
+        for field in ("gate_cosine", "gate_latency", "robustness"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{field} must be a bool, got {getattr(self, field)!r}")
+        if not self.top_k_values or not all(_is_int(k) and k >= 1 for k in self.top_k_values):
+            raise ValueError(f"top_k_values must be a non-empty tuple of integers >= 1, got {self.top_k_values!r}")
+        minimums = {"robustness_seed": 0, "rollout_episodes": 0, "rollout_max_steps": 1, "rollout_seed": 0, "latency_warmup": 0, "latency_repeats": 1}
+        for field, minimum in minimums.items():
+            value = getattr(self, field)
+            if not _is_int(value) or value < minimum:
+                raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}")
+
+
+DISTILLATION_NOTES = (
+    "mean_cosine_similarity compares raw Q-value vectors, so it is dominated by each state's Q offset and "
+    "scale, which the soft KL objective deliberately leaves free (softmax ignores the offset); the check is "
+    "reported but does not gate unless gate_cosine is set. action_agreement and kl_divergence measure what "
+    "distillation optimises.",
+    "Latency is reported but does not gate by default: a single-sample forward of these micro-networks is "
+    "almost all per-call overhead and scheduler noise. Set max_latency_ratio and gate_latency to gate it.",
+)
+
+
+def robustness_slices(states: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """The reference's perturbed copies of ``(n, d)`` float32 ``states``, drawn from ``default_rng(seed)``.
+
+    ``low_resource = s * 0.5``; ``high_threat = s + 0.25 N(0, 1)`` (first draw);
+    ``sparse_obs = s * [U > 0.5]`` (second draw).
+    """
+    rng = np.random.default_rng(seed)
+    noise = torch.from_numpy(rng.standard_normal(tuple(states.shape)).astype(np.float32))
+    keep = torch.from_numpy((rng.random(tuple(states.shape)) > 0.5).astype(np.float32))
+    return {"low_resource": states * 0.5, "high_threat": states + 0.25 * noise, "sparse_obs": states * keep}
+
+
+def relative_return_drop(parent_return: float, student_return: float) -> float:
+    """``max(0, 1 - student / parent)`` for a positive parent return.
+
+    Computed as ``(parent - student) / |parent|`` so that with a negative
+    parent return a worse student still counts as a drop; with a zero parent
+    return it is the absolute shortfall.
+    """
+    shortfall = parent_return - student_return
+    return max(0.0, shortfall / abs(parent_return) if parent_return != 0 else shortfall)
+
+
+def validate_distillation(
+    teacher: Checkpoint,
+    student: Checkpoint,
+    states: torch.Tensor | np.ndarray,
+    config: DistillationValidationConfig = DistillationValidationConfig(),
+) -> dict:
+    """Compare a distilled ``student`` with its ``teacher`` on ``states`` (reference §8.1).
+
+    ``states`` is ``(n_states, input_dim)`` float; use states the student was
+    not trained on. Either checkpoint may be float32 or int8. ``metrics``
+    holds ``action_agreement``, ``top_k_agreements`` (keyed by clamped k),
+    ``kl_divergence`` (T=1), ``mse``, ``mae``, ``max_abs_error``,
+    ``mean_cosine_similarity``, parameter counts and ``param_ratio``, median
+    single-sample latencies (teacher timed first) and ``latency_ratio``,
+    ``robustness_slice_agreements`` and, with rollouts, ``rollout``
+    (``core.mdp``). Raises ``ValueError`` when the networks' input/output dims
+    differ or the states do not fit.
+    """
+    if (teacher.arch.input_dim, teacher.arch.output_dim) != (student.arch.input_dim, student.arch.output_dim):
+        raise ValueError(f"teacher is {teacher.arch.describe()} but student is {student.arch.describe()}: input/output dims differ")
+    state_tensor = torch.from_numpy(validate_states(np.asarray(states), teacher.arch.input_dim))
+    teacher_forward, student_forward = inference_forward(teacher), inference_forward(student)
+    fidelity = metrics.fidelity(_evaluate(teacher_forward, state_tensor), _evaluate(student_forward, state_tensor), config.top_k_values)
+    slice_agreements = {}
+    if config.robustness:
+        for name, sliced in robustness_slices(state_tensor, config.robustness_seed).items():
+            slice_agreements[name] = metrics.action_agreement(_evaluate(teacher_forward, sliced), _evaluate(student_forward, sliced))
+
+    sample = state_tensor[:1]
+    teacher_latency = metrics.measure_latency(teacher_forward, sample, config.latency_warmup, config.latency_repeats)
+    student_latency = metrics.measure_latency(student_forward, sample, config.latency_warmup, config.latency_repeats)
+    parent_params, student_params = teacher.arch.param_count, student.arch.param_count
+    report_metrics = {
+        **fidelity,
+        "parent_param_count": parent_params,
+        "student_param_count": student_params,
+        "param_ratio": student_params / parent_params,
+        "parent_inference_ms": teacher_latency.median_ms,
+        "student_inference_ms": student_latency.median_ms,
+        "latency_ratio": student_latency.median_ms / max(teacher_latency.median_ms, 1e-9),
+        "robustness_slice_agreements": slice_agreements,
+    }
+    checks = {
+        "min_action_agreement": _minimum(fidelity["action_agreement"], config.min_action_agreement),
+        "max_kl_divergence": _maximum(fidelity["kl_divergence"], config.max_kl_divergence),
+        "max_mse": _maximum(fidelity["mse"], config.max_mse),
+        "min_cosine_similarity": _minimum(fidelity["mean_cosine_similarity"], config.min_cosine_similarity, gates=config.gate_cosine),
+        "max_param_ratio": _maximum(report_metrics["param_ratio"], config.max_param_ratio),
+    }
+    if config.max_mae is not None:
+        checks["max_mae"] = _maximum(fidelity["mae"], config.max_mae)
+    if config.max_latency_ratio is not None:
+        checks["max_latency_ratio"] = _maximum(report_metrics["latency_ratio"], config.max_latency_ratio, gates=config.gate_latency)
+    if config.min_robustness_action_agreement is not None:
+        for name, agreement in slice_agreements.items():
+            checks[f"min_robustness_action_agreement.{name}"] = _minimum(agreement, config.min_robustness_action_agreement)
+    rollout = None
+    if config.rollout_episodes:
+        rollout = _distillation_rollout(teacher_forward, student_forward, teacher.arch, config)
+        report_metrics["rollout"] = rollout
+        if config.max_relative_return_drop is not None:
+            checks["max_relative_return_drop"] = _maximum(rollout["relative_drop"], config.max_relative_return_drop)
+    failed = [name for name, check in checks.items() if check["gates"] and not check["passed"]]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "validate-distillation",
+        "passed": not failed,
+        "failed_checks": failed,
+        "checks": checks,
+        "metrics": report_metrics,
+        "thresholds": {
+            "min_action_agreement": config.min_action_agreement,
+            "max_kl_divergence": config.max_kl_divergence,
+            "max_mse": config.max_mse,
+            "min_cosine_similarity": config.min_cosine_similarity,
+            "max_param_ratio": config.max_param_ratio,
+            "max_mae": config.max_mae,
+            "max_latency_ratio": config.max_latency_ratio,
+            "min_robustness_action_agreement": config.min_robustness_action_agreement,
+            "max_relative_return_drop": config.max_relative_return_drop,
+            "gate_cosine": config.gate_cosine,
+            "gate_latency": config.gate_latency,
+        },
+        "rollout": rollout,
+        "label_metrics": None,
+        "states": {"count": int(state_tensor.shape[0]), "input_dim": int(state_tensor.shape[1])},
+        "benchmark": {
+            "top_k_values": list(config.top_k_values),
+            "latency_warmup": config.latency_warmup,
+            "latency_repeats": config.latency_repeats,
+            "robustness_seed": config.robustness_seed if config.robustness else None,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "notes": list(DISTILLATION_NOTES),
+    }
+
+
+def _distillation_rollout(
+    teacher_forward: Callable[[torch.Tensor], torch.Tensor],
+    student_forward: Callable[[torch.Tensor], torch.Tensor],
+    arch: QNetworkArch,
+    config: DistillationValidationConfig,
+) -> dict:
+    """Mean greedy returns of both models on the same seeded linear MDP and start states."""
+    mdp = LinearMDP.from_seed(config.rollout_seed, arch.input_dim, arch.output_dim)
+    starts = initial_states(config.rollout_seed, config.rollout_episodes, arch.input_dim)
+    parent_return = float(greedy_returns(teacher_forward, mdp, starts, config.rollout_max_steps).mean())
+    student_return = float(greedy_returns(student_forward, mdp, starts, config.rollout_max_steps).mean())
+    return {
+        "parent_mean_return": parent_return,
+        "student_mean_return": student_return,
+        "relative_drop": relative_return_drop(parent_return, student_return),
+        "n_episodes": config.rollout_episodes,
+        "max_steps": config.rollout_max_steps,
+        "base_seed": config.rollout_seed,
+    }
