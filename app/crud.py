@@ -7,7 +7,7 @@ from collections import deque
 import numpy as np
 from sqlmodel import Session, select
 
-from app.models import Checkpoint, Job, LineageEdge, Report, StateBuffer, new_id
+from app.models import Checkpoint, Job, LineageEdge, StateBuffer, new_id
 from app.store import ArtifactStore
 from core import artifacts
 from core.states import dump_npy, load_npy, synthetic_states, validate_states
@@ -77,17 +77,17 @@ def read_states(session: Session, store: ArtifactStore, states_id: str | None, s
     return validate_states(load_npy(store.get(session, row.sha256)), input_dim)
 
 
-def job_outputs(session: Session, job_id: str) -> list[str]:
-    rows = session.exec(select(Checkpoint.id).where(Checkpoint.created_by_job == job_id).order_by(Checkpoint.output_index))
-    return list(rows)
+def lineage_parent(session: Session, child_id: str, role: str) -> str | None:
+    """The parent recorded for ``child_id`` under ``role`` (e.g. ``parent_a``), if any."""
+    return session.exec(select(LineageEdge.parent_id).where(LineageEdge.child_id == child_id, LineageEdge.role == role)).first()
 
 
-def job_report_id(session: Session, job_id: str) -> str | None:
-    return session.exec(select(Report.id).where(Report.job_id == job_id)).first()
-
-
-def job_children(session: Session, job_id: str) -> list[str]:
-    return list(session.exec(select(Job.id).where(Job.parent_job_id == job_id).order_by(Job.created_at)))
+def training_states_seed(session: Session, checkpoint_id: str) -> int | None:
+    """The synthetic-states seed of the job that made ``checkpoint_id``, if it trained on synthetic states."""
+    row = session.get(Checkpoint, checkpoint_id)
+    job = session.get(Job, row.created_by_job) if row is not None and row.created_by_job else None
+    synthetic = ((job.params if job else {}).get("states") or {}).get("synthetic") or {}
+    return synthetic.get("seed")
 
 
 def lineage(session: Session, checkpoint_id: str) -> tuple[list[Checkpoint], list[LineageEdge]]:

@@ -17,8 +17,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from core.crossover import CrossoverConfig
+from core.distill import DistillConfig
+from core.finetune import FinetuneConfig
+from core.qat import QATConfig, QuantizationChoiceConfig
 from core.quantize import PTQConfig
-from core.states import DEFAULT_EVAL_STATES, MAX_STATES, SyntheticStates
+from core.states import DEFAULT_EVAL_STATES, DEFAULT_TRAIN_STATES, MAX_STATES, SyntheticStates
+from core.validate import DistillationValidationConfig, QuantizedValidationConfig, RecombinationValidationConfig
 
 CheckpointFormat = Literal["float32", "int8"]
 
@@ -47,10 +52,24 @@ class StatesSpec(BaseModel):
 
 
 class JobParams(BaseModel):
-    """Base of every job body: unknown fields are rejected, not ignored."""
+    """Base of every job body: unknown fields are rejected, not ignored.
+
+    ``checkpoint_refs`` maps each field naming a checkpoint to the format it
+    must have (None: either); ``same_shapes`` lists fields whose networks
+    must have identical tensor shapes; ``lineage_defaults`` fills a missing
+    id from the lineage (``{"reference_id": ("checkpoint_id", "parent_a")}``:
+    the parent A of the checkpoint); ``held_out_from`` gives a states field
+    left out default synthetic states whose seed differs from the one the
+    named checkpoint was trained on; ``states_fields`` the fields holding a
+    ``StatesSpec``.
+    """
 
     model_config = ConfigDict(extra="forbid")
     checkpoint_refs: ClassVar[dict[str, CheckpointFormat | None]] = {}
+    same_shapes: ClassVar[tuple[str, ...]] = ()
+    lineage_defaults: ClassVar[dict[str, tuple[str, str]]] = {}
+    held_out_from: ClassVar[dict[str, str]] = {}
+    states_fields: ClassVar[tuple[str, ...]] = ("states",)
     config_class: ClassVar[type | None] = None
 
     def config(self) -> Any:
@@ -69,7 +88,14 @@ class JobParams(BaseModel):
         return self
 
 
-def params_model(name: str, config_class: type, doc: str, refs: dict[str, CheckpointFormat | None], **fields: Any) -> type[JobParams]:
+def params_model(
+    name: str,
+    config_class: type,
+    doc: str,
+    refs: dict[str, CheckpointFormat | None],
+    same_shapes: tuple[str, ...] = (),
+    **fields: Any,
+) -> type[JobParams]:
     """A params model with ``fields`` plus every field of ``config_class`` (same type and default)."""
     hints = typing.get_type_hints(config_class)
     config_fields = {
@@ -79,30 +105,150 @@ def params_model(name: str, config_class: type, doc: str, refs: dict[str, Checkp
     }
     model = create_model(name, __base__=JobParams, __doc__=doc, **fields, **config_fields)
     model.checkpoint_refs = refs
+    model.same_shapes = same_shapes
+    model.states_fields = tuple(name for name in fields if name.endswith("states"))
     model.config_class = config_class
     return model
 
 
-def states_field(default: SyntheticStates = DEFAULT_EVAL_STATES) -> Any:
-    """A ``states`` field whose default is written into the job's params, so every job records its states."""
+def states_field(default: SyntheticStates = DEFAULT_EVAL_STATES, purpose: str = "states to evaluate on") -> Any:
+    """A states field whose default is written into the job's params, so every job records its states."""
     return (
         StatesSpec,
         Field(
             default_factory=lambda: StatesSpec(synthetic=SyntheticStatesSpec(n_states=default.n_states, seed=default.seed)),
-            description=f"states to use; default {default.n_states} synthetic states from seed {default.seed}",
+            description=f"{purpose}; default {default.n_states} synthetic states from seed {default.seed}",
         ),
     )
+
+
+def checkpoint_field(description: str, required: bool = True) -> Any:
+    if required:
+        return (str, Field(..., max_length=40, description=description))
+    return (str | None, Field(default=None, max_length=40, description=description))
 
 
 PtqParams = params_model(
     "PtqParams",
     PTQConfig,
-    "Int8 post-training quantization of a float checkpoint; fidelity vs float is measured on `states`.",
+    "Int8 post-training quantization of a float checkpoint. Static mode calibrates on `states`; "
+    "fidelity vs float is measured on `eval_states`.",
     {"checkpoint_id": "float32"},
-    checkpoint_id=(str, Field(..., max_length=40, description="the float checkpoint to quantize")),
+    checkpoint_id=checkpoint_field("the float checkpoint to quantize"),
+    states=states_field(DEFAULT_TRAIN_STATES, "calibration states (static mode)"),
+    eval_states=states_field(DEFAULT_EVAL_STATES, "held-out states the int8 model is compared on"),
+)
+
+QatParams = params_model(
+    "QatParams",
+    QATConfig,
+    "Quantization-aware training: fine-tune a float student with fake-quantized int8 weights toward a teacher, "
+    "then convert it to a real int8 checkpoint (first output; the float fake-quant checkpoint is the second).",
+    {"checkpoint_id": "float32", "teacher_id": None},
+    checkpoint_id=checkpoint_field("the float student to train (an int8 checkpoint is refused)"),
+    teacher_id=checkpoint_field("the teacher whose Q-values are the targets (int8 is dequantized)"),
+    states=states_field(DEFAULT_TRAIN_STATES, "training states"),
+)
+
+ValidateQuantizedParams = params_model(
+    "ValidateQuantizedParams",
+    QuantizedValidationConfig,
+    "Compare an int8 checkpoint with its float original: fidelity, latency, throughput, memory and size.",
+    {"float_id": "float32", "quant_id": "int8", "teacher_id": None},
+    ("float_id", "quant_id"),
+    float_id=checkpoint_field("the float32 checkpoint"),
+    quant_id=checkpoint_field("the int8 checkpoint made from it"),
+    teacher_id=checkpoint_field("optional teacher both are compared with", required=False),
     states=states_field(),
 )
 
+QuantizeParams = params_model(
+    "QuantizeParams",
+    QuantizationChoiceConfig,
+    "PTQ, and QAT if accuracy is not good enough: tries dynamic PTQ, static PTQ, then QAT (with a teacher), "
+    "and keeps the first whose top-1 agreement with the float model on `eval_states` reaches `min_agreement`.",
+    {"checkpoint_id": "float32", "teacher_id": None},
+    checkpoint_id=checkpoint_field("the float checkpoint to quantize"),
+    teacher_id=checkpoint_field("teacher for the QAT attempt; without one QAT is skipped", required=False),
+    strategy=(Literal["auto"], Field("auto", description="the order of attempts: dynamic, static, QAT")),
+    states=states_field(DEFAULT_TRAIN_STATES, "calibration and QAT training states"),
+    eval_states=states_field(DEFAULT_EVAL_STATES, "held-out states each attempt is judged on"),
+)
+
+CrossoverParams = params_model(
+    "CrossoverParams",
+    CrossoverConfig,
+    "Combine two parents (float or int8, same architecture) into a float child.",
+    {"parent_a_id": None, "parent_b_id": None},
+    ("parent_a_id", "parent_b_id"),
+    parent_a_id=checkpoint_field("parent A"),
+    parent_b_id=checkpoint_field("parent B"),
+    states=states_field(DEFAULT_TRAIN_STATES, "states for `aligned` mode's unit matching"),
+)
+
+FinetuneParams = params_model(
+    "FinetuneParams",
+    FinetuneConfig,
+    "Fine-tune a child toward a frozen reference (default: its parent A), or toward both parents with "
+    "`reference_b_id` and `teacher_weight_a` < 1.",
+    {"checkpoint_id": None, "reference_id": None, "reference_b_id": None},
+    ("checkpoint_id", "reference_id", "reference_b_id"),
+    checkpoint_id=checkpoint_field("the child to fine-tune"),
+    reference_id=checkpoint_field("frozen teacher; default: the child's parent A from its lineage", required=False),
+    reference_b_id=checkpoint_field("second teacher for the dual-teacher loss", required=False),
+    states=states_field(DEFAULT_TRAIN_STATES, "training states (a validation split is held out)"),
+)
+
+ValidateRecombinationParams = params_model(
+    "ValidateRecombinationParams",
+    RecombinationValidationConfig,
+    "Compare a child with both parents: agreement, KL, MSE, MAE, cosine, oracle agreement.",
+    {"child_id": None, "parent_a_id": None, "parent_b_id": None},
+    ("child_id", "parent_a_id", "parent_b_id"),
+    child_id=checkpoint_field("the child"),
+    parent_a_id=checkpoint_field("parent A"),
+    parent_b_id=checkpoint_field("parent B"),
+    states=states_field(),
+)
+
+FinetuneParams.lineage_defaults = {"reference_id": ("checkpoint_id", "parent_a")}
+
+DistillParams = params_model(
+    "DistillParams",
+    DistillConfig,
+    "Distil a teacher (float or int8, dequantized) into a smaller student; a validation split of the states is held out.",
+    {"teacher_id": None},
+    teacher_id=checkpoint_field("the teacher (parent) network"),
+    states=states_field(DEFAULT_TRAIN_STATES, "training states"),
+)
+
+ValidateDistillationParams = params_model(
+    "ValidateDistillationParams",
+    DistillationValidationConfig,
+    "Compare a student with its teacher: agreement, KL, MSE, MAE, cosine, top-k, parameter ratio, latency, "
+    "robustness slices and optional greedy rollouts on a seeded linear MDP.",
+    {"student_id": None, "teacher_id": None},
+    student_id=checkpoint_field("the student"),
+    teacher_id=checkpoint_field("its teacher"),
+    states=(
+        StatesSpec | None,
+        Field(
+            default=None,
+            description=f"held-out states; default {DEFAULT_EVAL_STATES.n_states} synthetic states from seed "
+            f"{DEFAULT_EVAL_STATES.seed}, or another seed if the student was trained on that one",
+        ),
+    ),
+)
+ValidateDistillationParams.held_out_from = {"states": "student_id"}
+
 JOB_PARAMS: dict[str, type[JobParams]] = {
+    "distill": DistillParams,
+    "validate-distillation": ValidateDistillationParams,
     "ptq": PtqParams,
+    "qat": QatParams,
+    "quantize": QuantizeParams,
+    "validate-quantized": ValidateQuantizedParams,
+    "crossover": CrossoverParams,
+    "finetune": FinetuneParams,
+    "validate-recombination": ValidateRecombinationParams,
 }

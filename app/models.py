@@ -24,8 +24,11 @@ def new_id(prefix: str) -> str:
 
 
 class JobStatus(str, Enum):
+    """``waiting``: a composite job (search, pipeline) whose children are running; it is re-queued when one finishes."""
+
     queued = "queued"
     running = "running"
+    waiting = "waiting"
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
@@ -45,6 +48,7 @@ class Blob(SQLModel, table=True):
 
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("parent_job_id", "child_key"),)
     id: str = Field(default_factory=lambda: new_id("job"), primary_key=True, max_length=40)
     kind: str = Field(index=True, max_length=40)
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
@@ -56,6 +60,8 @@ class Job(SQLModel, table=True):
     claim_token: str | None = Field(default=None, max_length=40)
     cancel_requested: bool = False
     parent_job_id: str | None = Field(default=None, foreign_key="jobs.id", index=True, max_length=40)
+    child_key: str | None = Field(default=None, max_length=120, description="the child's name within its parent (unique per parent)")
+    summary: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True), description="partial results while running")
     idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     published_at: datetime | None = None

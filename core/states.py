@@ -118,3 +118,6 @@ def derive_seed(seed: int, purpose: str) -> int:
 # training rows by accident.
 EVAL_STATES_SEED = 7919
 DEFAULT_EVAL_STATES = SyntheticStates(n_states=1000, seed=EVAL_STATES_SEED)
+# Training jobs (distill, QAT, fine-tune, calibration) default to the
+# reference's baseline buffer: 5000 states from seed 42.
+DEFAULT_TRAIN_STATES = SyntheticStates(n_states=5000, seed=42)

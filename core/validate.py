@@ -22,7 +22,7 @@ from core.networks import QNetworkArch
 from core.quantize import inference_forward, is_static
 from core.states import validate_states
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = "1.0"  # of every report body, validators and job reports alike
 EVAL_CHUNK_STATES = 65_536  # bounds the activation memory of one evaluation forward
 
 
@@ -445,4 +445,106 @@ def _distillation_rollout(
         "n_episodes": config.rollout_episodes,
         "max_steps": config.rollout_max_steps,
         "base_seed": config.rollout_seed,
+    }
+
+
+@dataclass(frozen=True)
+class RecombinationValidationConfig:
+    """Thresholds of ``validate_recombination`` (reference defaults), applied to each child comparison.
+
+    ``include_parent_baseline`` adds the ungated A-vs-B comparison (how much
+    the parents agree bounds how much one child can agree with both).
+    ``report_only`` makes ``passed`` true whatever the checks say; the failed
+    checks are still listed.
+    """
+
+    min_action_agreement: float = 0.70
+    max_kl_divergence: float = 1.0
+    max_mse: float = 5.0
+    min_cosine_similarity: float = 0.70
+    top_k_values: tuple[int, ...] = (1, 2, 3)
+    include_parent_baseline: bool = False
+    report_only: bool = False
+
+    def __post_init__(self) -> None:
+        if not _finite(self.min_action_agreement) or not 0 <= self.min_action_agreement <= 1:
+            raise ValueError(f"min_action_agreement must be in [0, 1], got {self.min_action_agreement!r}")
+        for field in ("max_kl_divergence", "max_mse"):
+            value = getattr(self, field)
+            if not _finite(value) or value < 0:
+                raise ValueError(f"{field} must be >= 0, got {value!r}")
+        if not _finite(self.min_cosine_similarity) or not -1 <= self.min_cosine_similarity <= 1:
+            raise ValueError(f"min_cosine_similarity must be in [-1, 1], got {self.min_cosine_similarity!r}")
+        if not self.top_k_values or not all(_is_int(k) and k >= 1 for k in self.top_k_values):
+            raise ValueError(f"top_k_values must be a non-empty tuple of integers >= 1, got {self.top_k_values!r}")
+        for field in ("include_parent_baseline", "report_only"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{field} must be a bool, got {getattr(self, field)!r}")
+
+
+def validate_recombination(
+    child: Checkpoint,
+    parent_a: Checkpoint,
+    parent_b: Checkpoint,
+    states: torch.Tensor | np.ndarray,
+    config: RecombinationValidationConfig = RecombinationValidationConfig(),
+) -> dict:
+    """Compare a crossover child with both parents on ``states`` and gate each comparison.
+
+    ``states`` is ``(n_states, input_dim)`` float; use states the child was
+    not fine-tuned on. Each checkpoint may be float32 or int8. ``comparisons``
+    holds ``child_vs_parent_a`` and ``child_vs_parent_b`` (the parent is the
+    reference, the child the query: top-1 and top-k agreement, KL at T=1,
+    MSE, MAE, cosine) and, if asked, the ungated ``parent_a_vs_parent_b``.
+    Checks are named ``<comparison>.<metric>``. ``summary.primary_metric`` is
+    ``min(agreement with A, agreement with B)``, the search's ranking figure.
+    Raises ``ValueError`` if the architectures differ or the states do not fit.
+    """
+    for name, parent in (("parent_a", parent_a), ("parent_b", parent_b)):
+        if not parent.arch.same_shapes(child.arch):
+            raise ValueError(f"{name} is {parent.arch.describe()} but the child is {child.arch.describe()}")
+    state_tensor = torch.from_numpy(validate_states(np.asarray(states), child.arch.input_dim))
+    q_child, q_a, q_b = (_evaluate(inference_forward(checkpoint), state_tensor) for checkpoint in (child, parent_a, parent_b))
+    comparisons: dict[str, dict] = {}
+    checks: dict[str, dict] = {}
+    for name, reference in (("child_vs_parent_a", q_a), ("child_vs_parent_b", q_b)):
+        fidelity = metrics.fidelity(reference, q_child, config.top_k_values)
+        comparison_checks = {
+            "action_agreement": _minimum(fidelity["action_agreement"], config.min_action_agreement),
+            "kl_divergence": _maximum(fidelity["kl_divergence"], config.max_kl_divergence),
+            "mse": _maximum(fidelity["mse"], config.max_mse),
+            "mean_cosine_similarity": _minimum(fidelity["mean_cosine_similarity"], config.min_cosine_similarity),
+        }
+        checks.update({f"{name}.{metric}": check for metric, check in comparison_checks.items()})
+        comparisons[name] = {"label": name, **fidelity, "passed": all(check["passed"] for check in comparison_checks.values())}
+    baseline = None
+    if config.include_parent_baseline:
+        comparisons["parent_a_vs_parent_b"] = {"label": "parent_a_vs_parent_b", **metrics.fidelity(q_a, q_b, config.top_k_values), "passed": None}
+        baseline = comparisons["parent_a_vs_parent_b"]["action_agreement"]
+    failed = [name for name, check in checks.items() if not check["passed"]]
+    agree_a, agree_b = comparisons["child_vs_parent_a"]["action_agreement"], comparisons["child_vs_parent_b"]["action_agreement"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "validate-recombination",
+        "passed": config.report_only or not failed,
+        "failed_checks": failed,
+        "checks": checks,
+        "comparisons": comparisons,
+        "summary": {
+            "child_agrees_with_parent_a": agree_a,
+            "child_agrees_with_parent_b": agree_b,
+            "oracle_agreement": metrics.oracle_agreement(q_child, q_a, q_b),
+            "primary_metric": min(agree_a, agree_b),
+            "parent_baseline_agreement": baseline,
+        },
+        "model_formats": {"parent_a": parent_a.format, "parent_b": parent_b.format, "child": child.format},
+        "states": {"count": int(state_tensor.shape[0]), "input_dim": int(state_tensor.shape[1])},
+        "thresholds": {
+            "min_action_agreement": config.min_action_agreement,
+            "max_kl_divergence": config.max_kl_divergence,
+            "max_mse": config.max_mse,
+            "min_cosine_similarity": config.min_cosine_similarity,
+            "report_only": config.report_only,
+        },
+        "torch_version": torch.__version__,
     }

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from app.core.config import Settings
 from app.core.db import get_engine
 from app.core.queue import get_celery, publish, queue_depth
-from app.models import Job, JobStatus, utcnow
+from app.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
 
 log = logging.getLogger("recomb.reconciler")
 # A queued job older than this while the queue is empty has lost its message.
@@ -28,7 +28,7 @@ LOST_MESSAGE_AFTER_S = 5.0
 def reconcile_once(settings: Settings) -> dict[str, int]:
     """One pass; returns how many jobs were re-queued, re-published and given up."""
     now = utcnow()
-    counts = {"requeued": 0, "republished": 0, "failed": 0}
+    counts = {"requeued": 0, "republished": 0, "failed": 0, "woken": 0}
     empty_queue = _queue_is_empty()
     with Session(get_engine(settings)) as session:
         stale = now - timedelta(seconds=settings.heartbeat_timeout_s)
@@ -43,6 +43,14 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
                 counts[key] += 1
                 if key == "requeued":
                     publish(job.id, job.kind)
+        # A composite job whose children all finished but that was never woken (e.g. a child cancelled while queued).
+        unfinished_child = select(Job.id).where(Job.parent_job_id == Job.__table__.c.id, Job.status.not_in(TERMINAL_STATUSES))
+        parked_before = now - timedelta(seconds=LOST_MESSAGE_AFTER_S)
+        stranded = select(Job).where(Job.status == JobStatus.waiting, Job.heartbeat_at < parked_before, ~unfinished_child.exists())
+        for job in session.exec(stranded).all():
+            if _conditional_update(session, job, {"status": JobStatus.queued, "published_at": now}):
+                counts["woken"] += 1
+                publish(job.id, job.kind)
         lost_before = now - timedelta(seconds=LOST_MESSAGE_AFTER_S if empty_queue else settings.requeue_after_s)
         for job in session.exec(select(Job).where(Job.status == JobStatus.queued, Job.published_at < lost_before)).all():
             if _conditional_update(session, job, {"published_at": now}):

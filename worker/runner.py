@@ -22,18 +22,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import numpy as np
-from sqlalchemy import and_, or_, update
+import torch
+from sqlalchemy import and_, func, or_, update
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from app import crud
 from app.core.config import Settings, get_settings
 from app.core.db import get_engine
 from app.jobs import JOB_PARAMS, JobParams, StatesSpec
-from app.models import Checkpoint, Job, JobStatus, Report, new_id, utcnow
+from app.core.queue import publish
+from app.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, new_id, utcnow
 from app.store import get_store
 from core import artifacts
+from core.validate import SCHEMA_VERSION
 
 log = logging.getLogger("recomb.worker")
 PROGRESS_MIN_INTERVAL_S = 0.2
@@ -44,6 +46,35 @@ T = TypeVar("T")
 
 class JobCancelled(Exception):
     """Raised inside a running job when a cancel was requested."""
+
+
+class WaitForChildren(Exception):
+    """Raised by a composite job to sleep until one of its children finishes.
+
+    ``seen_finished`` is how many children were finished when the job looked;
+    if more are finished by the time it is parked, it is re-queued at once.
+    """
+
+    def __init__(self, seen_finished: int) -> None:
+        super().__init__(seen_finished)
+        self.seen_finished = seen_finished
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    """What a composite job sees of one of its children."""
+
+    id: str
+    key: str
+    kind: str
+    status: JobStatus
+    error: str | None
+    output_checkpoint_ids: list[str]
+    report: dict[str, Any] | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
 
 
 @dataclass
@@ -78,19 +109,21 @@ class JobContext:
                 raise LookupError(f"checkpoint {checkpoint_id} not found")
             return crud.read_checkpoint(session, get_store(self.settings), row)
 
-    def states(self, spec: StatesSpec, input_dim: int) -> np.ndarray:
+    def states(self, spec: StatesSpec, input_dim: int) -> torch.Tensor:
+        """The ``(n, input_dim)`` float32 states a job asked for."""
         with self._session() as session:
-            return crud.read_states(session, get_store(self.settings), spec.id, spec.synthetic_spec(), input_dim)
+            return torch.from_numpy(crud.read_states(session, get_store(self.settings), spec.id, spec.synthetic_spec(), input_dim))
 
     def progress(self, fraction: float, stage: str | None = None) -> None:
         """Record progress (0..1) and stage; raises ``JobCancelled`` if a cancel was requested.
 
-        Writes are throttled so a tight training loop does not hammer the database.
+        Writes are throttled (one per 0.2 s) so a tight training loop does not
+        hammer the database; the final status write sets the last stage anyway.
         """
         if self.cancel_event.is_set():
             raise JobCancelled()
         now = time.monotonic()
-        if stage is None and now - self._last_progress_at < PROGRESS_MIN_INTERVAL_S:
+        if now - self._last_progress_at < PROGRESS_MIN_INTERVAL_S and fraction < 1.0:
             return
         self._last_progress_at = now
         values: dict[str, Any] = {"progress": max(0.0, min(1.0, float(fraction))), "heartbeat_at": utcnow()}
@@ -106,11 +139,60 @@ class JobContext:
         self.outputs.append(pending)
         return pending.id
 
+    def on_epoch(self, total_epochs: int, label: str, start: float = 0.05, end: float = 0.9) -> Callable[[Any], None]:
+        """A training callback that maps epochs onto ``[start, end]`` of the job's progress."""
+
+        def record(epoch_metrics: Any) -> None:
+            done = epoch_metrics.epoch / max(total_epochs, 1)
+            self.progress(start + (end - start) * done, f"{label}: epoch {epoch_metrics.epoch}/{total_epochs}")
+
+        return record
+
+    def children(self) -> dict[str, ChildJob]:
+        """This job's children by key, with their outputs and report bodies."""
+        with self._session() as session:
+            rows = session.exec(select(Job).where(Job.parent_job_id == self.job_id).order_by(Job.created_at)).all()
+            ids = [row.id for row in rows]
+            reports = dict(session.exec(select(Report.job_id, Report.body).where(Report.job_id.in_(ids))).all()) if ids else {}
+            outputs: dict[str, list[str]] = {}
+            if ids:
+                query = select(Checkpoint.created_by_job, Checkpoint.id).where(Checkpoint.created_by_job.in_(ids)).order_by(Checkpoint.output_index)
+                for job_id, checkpoint_id in session.exec(query).all():
+                    outputs.setdefault(job_id, []).append(checkpoint_id)
+            return {
+                row.child_key: ChildJob(row.id, row.child_key, row.kind, row.status, row.error, outputs.get(row.id, []), reports.get(row.id))
+                for row in rows
+            }
+
+    def spawn(self, key: str, kind: str, params: dict[str, Any]) -> str:
+        """Create (once per key) and publish a child job; returns its id."""
+        validated = JOB_PARAMS[kind].model_validate(params).model_dump(mode="json", exclude_none=True)
+        with self._session() as session:
+            existing = session.exec(select(Job).where(Job.parent_job_id == self.job_id, Job.child_key == key)).first()
+            if existing is not None:
+                return existing.id
+            child = Job(kind=kind, params=validated, parent_job_id=self.job_id, child_key=key, published_at=utcnow())
+            session.add(child)
+            session.commit()
+            child_id = child.id
+        publish(child_id, kind)
+        return child_id
+
+    def wait_for_children(self, children: dict[str, ChildJob]) -> None:
+        """Park this job until another child finishes (never returns)."""
+        raise WaitForChildren(sum(child.finished for child in children.values()))
+
+    def set_summary(self, summary: dict[str, Any]) -> None:
+        """Publish partial results (e.g. a leaderboard so far) on the job itself."""
+        with self._session() as session:
+            session.exec(update(Job).where(Job.id == self.job_id, Job.claim_token == self.claim_token).values(summary=summary))
+            session.commit()
+
     def set_report(self, body: dict[str, Any]) -> None:
-        for key in ("schema_version", "kind", "passed"):
-            if key not in body:
-                raise ValueError(f"report body needs '{key}'")
-        self.report = body
+        """The job's report; ``schema_version``, ``kind``, ``job_id`` and ``torch_version`` are filled in."""
+        if "passed" not in body:
+            raise ValueError("a report needs a top-level 'passed'")
+        self.report = {"schema_version": SCHEMA_VERSION, "kind": self.kind, **body, "job_id": self.job_id, "torch_version": torch.__version__}
 
 
 def with_db_retries(action: Callable[[], T], deadline_s: float = DB_RETRY_DEADLINE_S) -> T:
@@ -163,6 +245,36 @@ def finish(context: JobContext, status: JobStatus, error: str | None = None) -> 
         return True
 
 
+def park(context: JobContext, seen_finished: int) -> None:
+    """Move a composite job to ``waiting``; re-queue it at once if a child finished meanwhile."""
+    with Session(get_engine(context.settings)) as session:
+        result = session.exec(
+            update(Job)
+            .where(Job.id == context.job_id, Job.claim_token == context.claim_token)
+            .values(status=JobStatus.waiting, claim_token=None, attempts=0, heartbeat_at=utcnow())
+        )
+        if result.rowcount != 1:
+            session.rollback()
+            return
+        finished = session.exec(select(func.count()).select_from(Job).where(Job.parent_job_id == context.job_id, Job.status.in_(TERMINAL_STATUSES))).one()
+        requeue = finished != seen_finished
+        if requeue:
+            session.exec(update(Job).where(Job.id == context.job_id).values(status=JobStatus.queued, published_at=utcnow()))
+        session.commit()
+    if requeue:
+        publish(context.job_id, context.kind)
+
+
+def wake_parent(settings: Settings, parent_id: str) -> None:
+    """A child finished: re-queue its parent if the parent is waiting on its children."""
+    with Session(get_engine(settings)) as session:
+        parent = session.get(Job, parent_id)
+        result = session.exec(update(Job).where(Job.id == parent_id, Job.status == JobStatus.waiting).values(status=JobStatus.queued, published_at=utcnow()))
+        session.commit()
+    if result.rowcount == 1:
+        publish(parent_id, parent.kind)
+
+
 def _write_outputs(session: Session, store, context: JobContext) -> None:
     for index, pending in enumerate(context.outputs):
         crud.create_checkpoint(session, store, pending.checkpoint, checkpoint_id=pending.id, name=pending.name, job_id=context.job_id, output_index=index)
@@ -204,7 +316,7 @@ def run_job(job_id: str, handler: Callable[[JobContext], None], settings: Settin
     with Session(get_engine(settings)) as session:
         job = session.get(Job, job_id)
         params: JobParams = JOB_PARAMS[job.kind].model_validate(job.params)
-        cancel_requested = job.cancel_requested
+        cancel_requested, parent_job_id = job.cancel_requested, job.parent_job_id
     context = JobContext(job_id=job_id, kind=job.kind, params=params, settings=settings, claim_token=token)
     if cancel_requested:
         context.cancel_event.set()
@@ -215,6 +327,10 @@ def run_job(job_id: str, handler: Callable[[JobContext], None], settings: Settin
     try:
         context.progress(0.0, "running")
         handler(context)
+    except WaitForChildren as waiting:
+        with_db_retries(lambda: park(context, waiting.seen_finished))
+        log.info("job %s: waiting for its children", job_id)
+        return JobStatus.waiting
     except JobCancelled:
         status, error = JobStatus.cancelled, None
     except OperationalError:
@@ -228,4 +344,6 @@ def run_job(job_id: str, handler: Callable[[JobContext], None], settings: Settin
         stop.set()
     written = with_db_retries(lambda: finish(context, status, error))
     log.info("job %s: %s%s", job_id, status.value, "" if written else " (claim lost; outputs discarded)")
+    if written and parent_job_id:
+        with_db_retries(lambda: wake_parent(settings, parent_job_id))
     return status if written else None

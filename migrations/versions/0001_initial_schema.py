@@ -30,7 +30,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('kind', sa.String(length=40), nullable=False),
     sa.Column('params', sa.JSON(), nullable=False),
-    sa.Column('status', sa.Enum('queued', 'running', 'succeeded', 'failed', 'cancelled', name='jobstatus'), nullable=False),
+    sa.Column('status', sa.Enum('queued', 'running', 'waiting', 'succeeded', 'failed', 'cancelled', name='jobstatus'), nullable=False),
     sa.Column('progress', sa.Float(), nullable=False),
     sa.Column('stage', sa.String(length=200), nullable=False),
     sa.Column('error', sa.String(length=2000), nullable=True),
@@ -38,6 +38,8 @@ def upgrade() -> None:
     sa.Column('claim_token', sa.String(length=40), nullable=True),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
     sa.Column('parent_job_id', sa.String(length=40), nullable=True),
+    sa.Column('child_key', sa.String(length=120), nullable=True),
+    sa.Column('summary', sa.JSON(), nullable=True),
     sa.Column('idempotency_key', sa.String(length=200), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
@@ -46,7 +48,8 @@ def upgrade() -> None:
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['parent_job_id'], ['jobs.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('idempotency_key')
+    sa.UniqueConstraint('idempotency_key'),
+    sa.UniqueConstraint('parent_job_id', 'child_key')
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_jobs_created_at'), ['created_at'], unique=False)

@@ -16,7 +16,8 @@ def test_ptq_job_is_queued_with_its_defaults_recorded_and_published(client, sett
     assert job["status"] == "queued" and job["kind"] == "ptq"
     assert job["params"] == {
         "checkpoint_id": parent_id,
-        "states": {"synthetic": {"n_states": 1000, "seed": 7919}},
+        "states": {"synthetic": {"n_states": 5000, "seed": 42}},
+        "eval_states": {"synthetic": {"n_states": 1000, "seed": 7919}},
         "mode": "dynamic",
         "granularity": "per_tensor",
         "calibration_batches": 10,
@@ -83,3 +84,22 @@ def test_job_list_filters(client, parent_id):
     assert [job["id"] for job in client.get("/jobs", params={"kind": "ptq", "status": "queued"}).json()["items"]] == [job_id]
     assert client.get("/jobs", params={"status": "succeeded"}).json()["total"] == 0
     assert client.get("/jobs", params={"status": "bogus"}).status_code == 422
+
+
+def test_parents_of_different_architectures_are_422_naming_the_shapes(client, parent_id):
+    small = client.post("/checkpoints/synthetic", json={"arch": {"hidden_size": 32}, "seed": 0}).json()["id"]
+    response = submit(client, "crossover", parent_a_id=parent_id, parent_b_id=small)
+    assert response.status_code == 422
+    assert "network.0.weight [64, 8] vs [32, 8]" in response.json()["detail"]
+
+
+def test_finetune_reference_defaults_to_parent_a_and_is_required_without_one(client, parent_id):
+    missing = submit(client, "finetune", checkpoint_id=parent_id)
+    assert missing.status_code == 422 and "no parent_a" in missing.json()["detail"]
+
+
+def test_qat_refuses_an_int8_student_and_unknown_regimes_list_the_names(client, parent_id, int8_id):
+    response = submit(client, "qat", checkpoint_id=int8_id, teacher_id=parent_id)
+    assert response.status_code == 422 and "float32" in response.json()["detail"]
+    regime = submit(client, "finetune", checkpoint_id=parent_id, regime="huge")
+    assert regime.status_code == 422 and "medium" in str(regime.json()["detail"])

@@ -42,7 +42,7 @@ def report(teacher, student, eval_states) -> dict:
 
 def test_report_body(report):
     assert report["kind"] == "validate-distillation"
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == "1.0"
     metrics = report["metrics"]
     assert set(metrics["top_k_agreements"]) == {"1", "2", "3"}
     assert metrics["top_k_agreements"]["1"] == metrics["action_agreement"]

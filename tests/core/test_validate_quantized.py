@@ -42,7 +42,7 @@ def outputs(checkpoint, inputs):
 
 
 def test_report_identifies_itself_and_is_json(report):
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == "1.0"
     assert report["kind"] == "validate-quantized"
     json.dumps(report, allow_nan=False)
 

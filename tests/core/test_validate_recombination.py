@@ -36,7 +36,7 @@ def states() -> torch.Tensor:
 
 def test_a_copy_of_a_passes_against_a_and_fails_against_b(parent_a, parent_b, states):
     report = validate_recombination(parent_a, parent_a, parent_b, states)
-    assert report["kind"] == "validate-recombination" and report["schema_version"] == 1
+    assert report["kind"] == "validate-recombination" and report["schema_version"] == "1.0"
     versus_a = report["comparisons"]["child_vs_parent_a"]
     assert versus_a["action_agreement"] == 1.0 and versus_a["kl_divergence"] == pytest.approx(0.0, abs=1e-6)
     assert versus_a["passed"] is True and versus_a["top_k_agreements"] == {"1": 1.0, "2": 1.0, "3": 1.0}

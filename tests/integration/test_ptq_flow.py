@@ -31,11 +31,12 @@ def test_walkthrough_ptq_report_lineage_and_download(stack):
 
     report = stack.client.get(f"/reports/{job['report_id']}").json()
     assert report["passed"] is True and report["schema_version"] == "1.0" and report["kind"] == "ptq"
-    body = report["body"]
-    assert body["fidelity"]["action_agreement"] >= 0.98
-    assert body["states"]["synthetic"] == {"n_states": 1000, "seed": 7919}
-    assert body["size"]["param_compression"] > 3.2
-    assert body["size"]["file_compression"] >= 2.8
+    validation = report["body"]["validation"]
+    assert validation["fidelity"]["action_agreement"] >= 0.98
+    assert validation["states"]["count"] == 1000
+    assert job["params"]["eval_states"] == {"synthetic": {"n_states": 1000, "seed": 7919}}
+    assert validation["size"]["param_compression_ratio"] > 3.2
+    assert validation["size"]["file_compression_ratio"] >= 2.8
 
     (int8_id,) = job["output_checkpoint_ids"]
     int8 = stack.client.get(f"/checkpoints/{int8_id}").json()
@@ -57,12 +58,14 @@ def test_uploaded_reference_network_with_uploaded_states(stack):
     states = io.BytesIO()
     np.save(states, np.random.default_rng(3).standard_normal((257, 8)).astype(np.float32))
     states_id = stack.client.post("/states", files={"file": ("states.npy", states.getvalue())}).json()["id"]
-    job_id = stack.client.post("/jobs/ptq", json={"checkpoint_id": student["id"], "states": {"id": states_id}, "granularity": "per_channel"}).json()["id"]
+    job_id = stack.client.post(
+        "/jobs/ptq", json={"checkpoint_id": student["id"], "mode": "static", "states": {"id": states_id}, "granularity": "per_channel"}
+    ).json()["id"]
     job = stack.wait_job(job_id)
     assert job["status"] == "succeeded", job["error"]
     body = stack.client.get(f"/reports/{job['report_id']}").json()["body"]
-    assert body["states"]["n_states"] == 257 and body["states"]["id"] == states_id
-    assert body["quantization"]["granularity"] == "per_channel"
+    assert body["quantization"]["calibration_samples"] == 257
+    assert body["quantization"]["granularity"] == "per_channel" and body["quantization"]["mode"] == "static"
 
 
 def test_concurrent_jobs_each_write_their_outputs_once(stack):

@@ -10,10 +10,28 @@ from collections.abc import Callable
 
 from app.core.queue import get_celery, task_name
 from worker.runner import JobContext, run_job
-from worker.tasks import ptq
+from worker.tasks import (
+    crossover,
+    distill,
+    finetune,
+    ptq,
+    qat,
+    quantize,
+    validate_distillation,
+    validate_quantized,
+    validate_recombination,
+)
 
 HANDLERS: dict[str, Callable[[JobContext], None]] = {
+    "distill": distill.handle,
+    "validate-distillation": validate_distillation.handle,
     "ptq": ptq.handle,
+    "qat": qat.handle,
+    "quantize": quantize.handle,
+    "validate-quantized": validate_quantized.handle,
+    "crossover": crossover.handle,
+    "finetune": finetune.handle,
+    "validate-recombination": validate_recombination.handle,
 }
 
 

@@ -13,20 +13,34 @@ from fastapi import APIRouter, Body, HTTPException, Query, status
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
 
+from app import crud
 from app.api.deps import AuthDep, CeleryDep, IdempotencyKey, SessionDep
 from app.api.errors import not_found, unprocessable, valid_id
 from app.core.queue import publish
-from app.jobs import JOB_PARAMS, JobParams
+from app.jobs import JOB_PARAMS, JobParams, StatesSpec, SyntheticStatesSpec
 from app.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, StateBuffer, utcnow
 from app.schemas import JobPublic, Page
+from core.networks import QNetworkArch
+from core.states import DEFAULT_EVAL_STATES, derive_seed
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[AuthDep])
 log = logging.getLogger("recomb.api")
 
 
 def check_references(session: Session, params: JobParams) -> None:
-    """404 for unknown ids, 422 for a wrong format or a states width that fits no network."""
-    input_dims: dict[str, int] = {}
+    """Resolve and check every id a job names, before it is queued.
+
+    404 for an unknown checkpoint or state buffer; 422 for a checkpoint of the
+    wrong format, networks whose shapes must match but do not, or states whose
+    width fits none of the networks.
+    """
+    for field, (source_field, role) in params.lineage_defaults.items():
+        if getattr(params, field) is None:
+            parent = crud.lineage_parent(session, getattr(params, source_field), role)
+            if parent is None:
+                raise unprocessable(f"{field} is required: {getattr(params, source_field)} has no {role} in its lineage")
+            setattr(params, field, parent)
+    rows: dict[str, Checkpoint] = {}
     for field, required_format in params.checkpoint_refs.items():
         checkpoint_id = getattr(params, field)
         if checkpoint_id is None:
@@ -36,16 +50,41 @@ def check_references(session: Session, params: JobParams) -> None:
             raise not_found("checkpoint", checkpoint_id)
         if required_format and row.format != required_format:
             raise unprocessable(f"{field} must name a {required_format} checkpoint; {checkpoint_id} is {row.format}")
-        input_dims[field] = int(row.arch["input_dim"])
-    states = getattr(params, "states", None)
-    if states is None or states.id is None:
-        return
-    buffer = session.get(StateBuffer, states.id) if valid_id(states.id) else None
-    if buffer is None:
-        raise not_found("state buffer", states.id)
-    for field, input_dim in input_dims.items():
-        if buffer.dim != input_dim:
-            raise unprocessable(f"states {states.id} have width {buffer.dim} but {field} expects input_dim {input_dim}")
+        rows[field] = row
+    shaped = [(field, QNetworkArch(**rows[field].arch)) for field in params.same_shapes if field in rows]
+    for field, arch in shaped[1:]:
+        first_field, first_arch = shaped[0]
+        if not arch.same_shapes(first_arch):
+            raise unprocessable(f"architectures differ: {first_field} is {first_arch.describe()} but {field} is {arch.describe()}; " + shape_difference(first_arch, arch))
+    for states_field, checkpoint_field in params.held_out_from.items():
+        if getattr(params, states_field) is None:
+            setattr(params, states_field, held_out_states(session, getattr(params, checkpoint_field)))
+    for states_field in params.states_fields:
+        states = getattr(params, states_field)
+        if states.id is None:
+            continue
+        buffer = session.get(StateBuffer, states.id) if valid_id(states.id) else None
+        if buffer is None:
+            raise not_found("state buffer", states.id)
+        for field, row in rows.items():
+            if buffer.dim != row.arch["input_dim"]:
+                raise unprocessable(f"{states_field} {states.id} have width {buffer.dim} but {field} expects input_dim {row.arch['input_dim']}")
+
+
+def held_out_states(session: Session, checkpoint_id: str) -> StatesSpec:
+    """Default evaluation states, drawn from a seed the checkpoint was not trained on."""
+    seed = DEFAULT_EVAL_STATES.seed
+    if crud.training_states_seed(session, checkpoint_id) == seed:
+        seed = derive_seed(seed, "held_out")
+    return StatesSpec(synthetic=SyntheticStatesSpec(n_states=DEFAULT_EVAL_STATES.n_states, seed=seed))
+
+
+def shape_difference(first: QNetworkArch, second: QNetworkArch) -> str:
+    """The mismatched tensors, e.g. ``network.0.weight [64, 8] vs [32, 8]``."""
+    first_shapes, second_shapes = first.param_shapes(), second.param_shapes()
+    return ", ".join(
+        f"{key} {list(shape)} vs {list(second_shapes[key])}" for key, shape in first_shapes.items() if shape != second_shapes[key]
+    )
 
 
 def job_views(session: Session, jobs: list[Job]) -> list[JobPublic]:
@@ -149,7 +188,7 @@ def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
     if job.status in TERMINAL_STATUSES:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} already {job.status.value}")
     for target in [job, *session.exec(select(Job).where(Job.parent_job_id == job_id)).all()]:
-        if target.status == JobStatus.queued:
+        if target.status in (JobStatus.queued, JobStatus.waiting):
             target.status, target.finished_at, target.stage = JobStatus.cancelled, utcnow(), "cancelled"
         elif target.status == JobStatus.running:
             target.cancel_requested = True
