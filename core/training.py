@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from core import metrics
 from core.networks import LAYERNORM_EPS, LAYERNORM_INDICES, LINEAR_INDICES, STATE_DICT_KEYS, QNetwork, functional_forward
-from core.states import derive_seed, train_val_split
+from core.states import Split, derive_seed, train_val_split
 
 LossFn = Literal["kl", "mse"]
 WeightTransform = Callable[[str, torch.Tensor], torch.Tensor]
@@ -173,7 +173,7 @@ def train(
     """
     started = time.perf_counter()
     _check_inputs(student, states, targets)
-    split = train_val_split(states.shape[0], config.val_fraction, _generator(config.seed, "split"))
+    split = training_split(states.shape[0], config)
     shuffle_generator = _generator(config.seed, "shuffle")
     dropout = _Dropout(student.arch.dropout_rate, _generator(config.seed, "dropout"))
     total_weight = sum(target.weight for target in targets)
@@ -245,6 +245,11 @@ def train(
         early_stopped=early_stopped,
         elapsed_seconds=time.perf_counter() - started,
     )
+
+
+def training_split(n_states: int, config: TrainConfig) -> Split:
+    """The train/validation rows ``train`` uses for ``config``, so a caller can fit anything on the training rows only."""
+    return train_val_split(n_states, config.val_fraction, _generator(config.seed, "split"))
 
 
 @dataclass(frozen=True)
