@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 from core.crossover import CrossoverConfig
@@ -22,7 +23,8 @@ from core.distill import DistillConfig
 from core.finetune import FinetuneConfig
 from core.qat import QATConfig, QuantizationChoiceConfig
 from core.quantize import PTQConfig
-from core.states import DEFAULT_EVAL_STATES, DEFAULT_TRAIN_STATES, MAX_STATES, SyntheticStates
+from app.schemas import ArchSchema
+from core.states import DEFAULT_EVAL_STATES, DEFAULT_TRAIN_STATES, MAX_STATES, SyntheticStates, derive_seed
 from core.validate import DistillationValidationConfig, QuantizedValidationConfig, RecombinationValidationConfig
 
 CheckpointFormat = Literal["float32", "int8"]
@@ -252,3 +254,118 @@ JOB_PARAMS: dict[str, type[JobParams]] = {
     "finetune": FinetuneParams,
     "validate-recombination": ValidateRecombinationParams,
 }
+
+
+PLACEHOLDER_ID = "ckpt_" + "0" * 20
+
+
+@dataclass(frozen=True)
+class PipelineStage:
+    """One child job of the pipeline: its key, job kind, and the stages whose outputs it needs."""
+
+    key: str
+    kind: str
+    after: tuple[str, ...] = ()
+
+
+PIPELINE_STAGES = (
+    PipelineStage("distill_a", "distill"),
+    PipelineStage("distill_b", "distill"),
+    PipelineStage("ptq_a", "ptq", ("distill_a",)),
+    PipelineStage("ptq_b", "ptq", ("distill_b",)),
+    PipelineStage("validate_distillation_a", "validate-distillation", ("distill_a",)),
+    PipelineStage("validate_distillation_b", "validate-distillation", ("distill_b",)),
+    PipelineStage("validate_quantized_a", "validate-quantized", ("distill_a", "ptq_a")),
+    PipelineStage("validate_quantized_b", "validate-quantized", ("distill_b", "ptq_b")),
+    PipelineStage("crossover", "crossover", ("distill_a", "distill_b", "ptq_a", "ptq_b")),
+    PipelineStage("finetune", "finetune", ("crossover", "distill_a", "distill_b")),
+    PipelineStage("validate_recombination", "validate-recombination", ("finetune", "distill_a", "distill_b")),
+)
+PIPELINE_KINDS = tuple(dict.fromkeys(stage.kind for stage in PIPELINE_STAGES))
+
+
+class PipelineParams(JobParams):
+    """The canonical dual-teacher run as one job: distil A and B, PTQ both, validate both (distillation and
+    quantization), cross the students over, fine-tune the child toward both students, validate the child.
+
+    Stages are child jobs; independent ones run in parallel. Parents are given by id or synthesised from
+    `parent_seeds` with `arch`. Every stage seed derives from `seed`. `overrides` maps a stage's job kind
+    to extra params for it (e.g. `{"distill": {"epochs": 25}, "finetune": {"regime": "long"}}`).
+    """
+
+    checkpoint_refs: ClassVar[dict[str, CheckpointFormat | None]] = {"parent_a_id": None, "parent_b_id": None}
+    same_shapes: ClassVar[tuple[str, ...]] = ("parent_a_id", "parent_b_id")
+    states_fields: ClassVar[tuple[str, ...]] = ("states", "eval_states")
+
+    parent_a_id: str | None = Field(default=None, max_length=40, description="teacher of student A")
+    parent_b_id: str | None = Field(default=None, max_length=40, description="teacher of student B")
+    parent_seeds: tuple[int, int] | None = Field(default=None, description="synthesise both parents from these seeds (default (0, 1) without ids)")
+    arch: ArchSchema = Field(default_factory=ArchSchema, description="architecture of synthesised parents")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="every stage's seed derives from this one")
+    crossover_inputs: Literal["float", "int8"] = Field(default="float", description="cross over the float students or their int8 PTQ versions")
+    states: StatesSpec = states_field(DEFAULT_TRAIN_STATES, "training states (distillation, calibration, fine-tuning)")[1]
+    eval_states: StatesSpec = states_field(DEFAULT_EVAL_STATES, "held-out states every validation runs on")[1]
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description=f"per-stage params, keyed by job kind: {', '.join(PIPELINE_KINDS)}")
+
+    @model_validator(mode="after")
+    def _check_pipeline(self) -> PipelineParams:
+        given = (self.parent_a_id is not None, self.parent_b_id is not None)
+        if given[0] != given[1]:
+            raise PydanticCustomError("parents", "give both parent_a_id and parent_b_id, or neither (and parent_seeds)")
+        if all(given) and self.parent_seeds is not None:
+            raise PydanticCustomError("parents", "give parent ids or parent_seeds, not both")
+        if not any(given) and self.parent_seeds is None:
+            self.parent_seeds = (0, 1)
+        unknown = sorted(set(self.overrides) - set(PIPELINE_KINDS))
+        if unknown:
+            raise PydanticCustomError("overrides", "unknown stage kinds {unknown}; valid: {valid}", {"unknown": unknown, "valid": list(PIPELINE_KINDS)})
+        placeholders = {stage.key: [PLACEHOLDER_ID, PLACEHOLDER_ID] for stage in PIPELINE_STAGES}
+        for stage in PIPELINE_STAGES:
+            try:
+                JOB_PARAMS[stage.kind].model_validate(pipeline_stage_params(self, stage, PLACEHOLDER_ID, PLACEHOLDER_ID, placeholders))
+            except ValidationError as error:
+                problems = "; ".join(f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors())
+                raise PydanticCustomError("overrides", "stage {stage}: {problems}", {"stage": stage.key, "problems": problems}) from error
+        return self
+
+
+def pipeline_stage_params(params: PipelineParams, stage: PipelineStage, parent_a: str, parent_b: str, outputs: dict[str, list[str]]) -> dict[str, Any]:
+    """The params of one pipeline stage, from the parents and the outputs of the stages it follows."""
+    side = stage.key[-1]
+    parent = {"a": parent_a, "b": parent_b}
+    student = {"a": (outputs.get("distill_a") or [None])[0], "b": (outputs.get("distill_b") or [None])[0]}
+    int8 = {"a": (outputs.get("ptq_a") or [None])[0], "b": (outputs.get("ptq_b") or [None])[0]}
+    states, eval_states = params.states.model_dump(exclude_none=True), params.eval_states.model_dump(exclude_none=True)
+    seed = derive_seed(params.seed, stage.key)
+    base: dict[str, Any] = {
+        "distill": lambda: {"teacher_id": parent[side], "states": states, "seed": seed},
+        "ptq": lambda: {"checkpoint_id": student[side], "states": states, "eval_states": eval_states},
+        "validate-distillation": lambda: {"student_id": student[side], "teacher_id": parent[side], "states": eval_states},
+        "validate-quantized": lambda: {"float_id": student[side], "quant_id": int8[side], "teacher_id": parent[side], "states": eval_states},
+        "crossover": lambda: {
+            "parent_a_id": (int8 if params.crossover_inputs == "int8" else student)["a"],
+            "parent_b_id": (int8 if params.crossover_inputs == "int8" else student)["b"],
+            "states": states,
+            "seed": seed,
+        },
+        "finetune": lambda: {
+            "checkpoint_id": (outputs.get("crossover") or [None])[0],
+            "reference_id": student["a"],
+            "reference_b_id": student["b"],
+            "teacher_weight_a": 0.5,
+            "regime": "medium",
+            "states": states,
+            "seed": seed,
+        },
+        "validate-recombination": lambda: {
+            "child_id": (outputs.get("finetune") or [None])[0],
+            "parent_a_id": student["a"],
+            "parent_b_id": student["b"],
+            "states": eval_states,
+            "include_parent_baseline": True,
+        },
+    }[stage.kind]()
+    return base | params.overrides.get(stage.kind, {})
+
+
+JOB_PARAMS["pipeline"] = PipelineParams

@@ -139,6 +139,16 @@ class JobContext:
         self.outputs.append(pending)
         return pending.id
 
+    def persist_checkpoint(self, checkpoint: artifacts.Checkpoint, *, name: str, output_index: int) -> str:
+        """Store an output now, not at the end (a composite job's children need it); once per index."""
+        with self._session() as session:
+            existing = session.exec(select(Checkpoint.id).where(Checkpoint.created_by_job == self.job_id, Checkpoint.output_index == output_index)).first()
+            if existing is not None:
+                return existing
+            row = crud.create_checkpoint(session, get_store(self.settings), checkpoint, name=name, job_id=self.job_id, output_index=output_index)
+            session.commit()
+            return row.id
+
     def on_epoch(self, total_epochs: int, label: str, start: float = 0.05, end: float = 0.9) -> Callable[[Any], None]:
         """A training callback that maps epochs onto ``[start, end]`` of the job's progress."""
 

@@ -67,4 +67,5 @@ def queue_depth(celery: Celery | None = None) -> int:
     """Messages waiting in the job queue (0 when the broker lost them)."""
     app = celery or get_celery()
     with app.connection_for_write() as connection:
-        return int(connection.default_channel.queue_declare(queue=app.conf.task_default_queue, passive=True).message_count)
+        # Not passive: a Redis queue with no messages has no key, and a passive declare calls that "not found".
+        return int(connection.default_channel.queue_declare(queue=app.conf.task_default_queue).message_count)

@@ -14,6 +14,7 @@ from worker.tasks import (
     crossover,
     distill,
     finetune,
+    pipeline,
     ptq,
     qat,
     quantize,
@@ -32,6 +33,7 @@ HANDLERS: dict[str, Callable[[JobContext], None]] = {
     "crossover": crossover.handle,
     "finetune": finetune.handle,
     "validate-recombination": validate_recombination.handle,
+    "pipeline": pipeline.handle,
 }
 
 
