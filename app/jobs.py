@@ -22,6 +22,7 @@ from core.crossover import CrossoverConfig
 from core.distill import DistillConfig
 from core.finetune import FinetuneConfig
 from core.qat import QATConfig, QuantizationChoiceConfig
+from core.search import SearchConfig
 from core.quantize import PTQConfig
 from app.schemas import ArchSchema
 from core.states import DEFAULT_EVAL_STATES, DEFAULT_TRAIN_STATES, MAX_STATES, SyntheticStates, derive_seed
@@ -73,6 +74,7 @@ class JobParams(BaseModel):
     held_out_from: ClassVar[dict[str, str]] = {}
     states_fields: ClassVar[tuple[str, ...]] = ("states",)
     config_class: ClassVar[type | None] = None
+    internal: ClassVar[bool] = False  # created by other jobs only; no POST route
 
     def config(self) -> Any:
         """The core config dataclass these params describe."""
@@ -108,7 +110,7 @@ def params_model(
     model = create_model(name, __base__=JobParams, __doc__=doc, **fields, **config_fields)
     model.checkpoint_refs = refs
     model.same_shapes = same_shapes
-    model.states_fields = tuple(name for name in fields if name.endswith("states"))
+    model.states_fields = tuple(name for name, (annotation, _) in fields.items() if annotation in (StatesSpec, StatesSpec | None))
     model.config_class = config_class
     return model
 
@@ -369,3 +371,40 @@ def pipeline_stage_params(params: PipelineParams, stage: PipelineStage, parent_a
 
 
 JOB_PARAMS["pipeline"] = PipelineParams
+
+SearchParams = params_model(
+    "SearchParams",
+    SearchConfig,
+    "Crossover x fine-tune search: every trial (crossover, fine-tune, evaluation on held-out states) is a child "
+    "job fanned out across the workers; the report ranks children and parent baselines together by "
+    "min(agreement with A, agreement with B). `scheduler: halving` runs successive halving over fine-tune epochs.",
+    {"parent_a_id": None, "parent_b_id": None},
+    ("parent_a_id", "parent_b_id"),
+    parent_a_id=checkpoint_field("parent A (float or int8)"),
+    parent_b_id=checkpoint_field("parent B (float or int8)"),
+    states=(StatesSpec | None, Field(default=None, description="fine-tune states; default `n_states` synthetic states from a seed derived from `seed`")),
+    n_states=(int, Field(default=1000, ge=2, le=100_000, description="synthetic fine-tune states, and the held-out evaluation states drawn apart from them")),
+)
+
+
+class SearchTrialParams(JobParams):
+    """One trial of a search (created by the search job)."""
+
+    internal: ClassVar[bool] = True
+    checkpoint_refs: ClassVar[dict[str, CheckpointFormat | None]] = {"parent_a_id": None, "parent_b_id": None}
+
+    parent_a_id: str = Field(..., max_length=40)
+    parent_b_id: str = Field(..., max_length=40)
+    search: dict[str, Any] = Field(..., description="the search's SearchConfig fields")
+    trial_index: int = Field(..., ge=0)
+    epochs: int = Field(..., ge=1)
+    rung: int = Field(0, ge=0)
+    states: StatesSpec | None = None
+    n_states: int = Field(1000, ge=2, le=100_000)
+
+    def search_config(self) -> SearchConfig:
+        return SearchConfig(**self.search)
+
+
+JOB_PARAMS["search"] = SearchParams
+JOB_PARAMS["search-trial"] = SearchTrialParams

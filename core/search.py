@@ -232,7 +232,8 @@ def search_states(
 class TrialResult:
     """What one trial produced.
 
-    ``child`` is the fine-tuned float32 child and ``child_int8`` its int8
+    ``child`` is the fine-tuned float32 child (None in a result rebuilt from
+    its dict by ``trial_result_from_dict``) and ``child_int8`` its int8
     export when the regime quantizes; ``evaluated_format`` says which of the
     two was scored. ``epochs`` is the fine-tune epoch budget the trial ran
     with (the regime's, or a halving rung's) and ``rung`` the halving rung
@@ -248,7 +249,7 @@ class TrialResult:
     spec: TrialSpec
     epochs: int
     rung: int
-    child: Checkpoint
+    child: Checkpoint | None
     child_int8: Checkpoint | None
     evaluated_format: Literal["float32", "int8"]
     metrics: dict[str, float]
@@ -284,6 +285,27 @@ class TrialResult:
             "durations": dict(self.durations),
             "report": self.report,
         }
+
+
+def trial_result_from_dict(data: dict, spec: TrialSpec) -> TrialResult:
+    """Rebuild a result from its ``to_dict()`` (a trial run as a job elsewhere), without the checkpoints.
+
+    Enough for ``leaderboard``, ``manifest``, ``recommendation`` and ``promote``.
+    """
+    if data["index"] != spec.index:
+        raise ValueError(f"result of trial {data['index']} given with the spec of trial {spec.index}")
+    return TrialResult(
+        spec=spec,
+        epochs=data["epochs"],
+        rung=data["rung"],
+        child=None,
+        child_int8=None,
+        evaluated_format=data["evaluated_format"],
+        metrics=dict(data["metrics"]),
+        finetune=dict(data["finetune"]),
+        durations=dict(data["durations"]),
+        report=data["report"],
+    )
 
 
 def run_trial(

@@ -18,6 +18,8 @@ from worker.tasks import (
     ptq,
     qat,
     quantize,
+    search,
+    search_trial,
     validate_distillation,
     validate_quantized,
     validate_recombination,
@@ -34,6 +36,8 @@ HANDLERS: dict[str, Callable[[JobContext], None]] = {
     "finetune": finetune.handle,
     "validate-recombination": validate_recombination.handle,
     "pipeline": pipeline.handle,
+    "search": search.handle,
+    "search-trial": search_trial.handle,
 }
 
 

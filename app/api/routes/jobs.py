@@ -61,7 +61,7 @@ def check_references(session: Session, params: JobParams) -> None:
             setattr(params, states_field, held_out_states(session, getattr(params, checkpoint_field)))
     for states_field in params.states_fields:
         states = getattr(params, states_field)
-        if states.id is None:
+        if states is None or states.id is None:
             continue
         buffer = session.get(StateBuffer, states.id) if valid_id(states.id) else None
         if buffer is None:
@@ -138,6 +138,8 @@ def _route_for(kind: str, params_class: type[JobParams]):
 
 
 for _kind, _params_class in JOB_PARAMS.items():
+    if _params_class.internal:
+        continue
     router.add_api_route(
         f"/{_kind}",
         _route_for(_kind, _params_class),
@@ -200,4 +202,5 @@ def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
 
 @router.post("/{kind}", include_in_schema=False, status_code=status.HTTP_404_NOT_FOUND)
 def unknown_kind(kind: str) -> None:
-    raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown job kind {kind!r}; valid kinds: {', '.join(JOB_PARAMS)}")
+    public = [name for name, params_class in JOB_PARAMS.items() if not params_class.internal]
+    raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown job kind {kind!r}; valid kinds: {', '.join(public)}")
