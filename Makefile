@@ -6,7 +6,7 @@ VENV ?= .venv
 PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-fast bench clean
+.PHONY: install browser run test test-fast bench clean
 
 $(BIN)/recomb: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ install: $(BIN)/recomb
 run: install
 	PORT=$(PORT) $(BIN)/recomb up --port $(PORT)
 
-test: install
+# The dashboard tests drive Debian's Chromium (never a browser download); as root, install it when missing.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+test: install browser
 	$(BIN)/pytest -q
 
 test-fast: install

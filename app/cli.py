@@ -1,4 +1,4 @@
-"""The ``recomb`` command: run the service (``up``, ``api``, ``worker``, ``migrate``)."""
+"""The ``recomb`` command: run the service (``up``, ``api``, ``worker``, ``migrate``) and talk to it (``app.client``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 
+from app.client import add_client_commands
 from app.core.config import get_settings
+from app.core.logging import configure_logging
 
 log = logging.getLogger("recomb")
 LOOPBACK = "127.0.0.1"
@@ -31,7 +33,8 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's records go through the root handler (JSON lines) instead of its own.
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="warning", access_log=False, log_config=None)
     return 0
 
 
@@ -107,12 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=cmd_worker)
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(handler=cmd_migrate)
+    add_client_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level, json_lines=args.command in ("api", "worker") and settings.log_format == "json")
     return args.handler(args)
 
 

@@ -10,6 +10,7 @@ import torch  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from app.api.routes import checkpoints, health, jobs, reports, states  # noqa: E402
+from app.api.routes import events, metrics, ui  # noqa: E402
 from app.api.uploads import UploadSizeLimit  # noqa: E402
 from app.core.config import Settings, get_settings  # noqa: E402
 from app.core.queue import make_celery  # noqa: E402
@@ -30,6 +31,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.celery = make_celery(settings)
     app.add_middleware(UploadSizeLimit, max_bytes=settings.max_upload_bytes)
+    app.include_router(events.router)  # before the jobs router, so /jobs/{id}/events is matched here
+    app.include_router(metrics.router)
+    app.include_router(ui.router)
     for module in (health, checkpoints, states, jobs, reports):
         app.include_router(module.router)
     return app

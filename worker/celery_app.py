@@ -19,11 +19,13 @@ import torch  # noqa: E402
 from celery.signals import worker_ready, worker_shutdown  # noqa: E402
 
 from app.core.config import get_settings  # noqa: E402
+from app.core.logging import bind_job_id_to_celery_tasks  # noqa: E402
 from app.core.queue import get_celery  # noqa: E402
 from worker.reconciler import start_reconciler  # noqa: E402
 
 torch.set_num_threads(1)
 celery = get_celery()
+bind_job_id_to_celery_tasks()
 _stop_reconciler = threading.Event()
 
 import worker.tasks  # noqa: E402,F401  (registers every job kind on ``celery``)

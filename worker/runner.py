@@ -278,11 +278,11 @@ def park(context: JobContext, seen_finished: int) -> None:
 def wake_parent(settings: Settings, parent_id: str) -> None:
     """A child finished: re-queue its parent if the parent is waiting on its children."""
     with Session(get_engine(settings)) as session:
-        parent = session.get(Job, parent_id)
+        kind = session.exec(select(Job.kind).where(Job.id == parent_id)).one()
         result = session.exec(update(Job).where(Job.id == parent_id, Job.status == JobStatus.waiting).values(status=JobStatus.queued, published_at=utcnow()))
         session.commit()
     if result.rowcount == 1:
-        publish(parent_id, parent.kind)
+        publish(parent_id, kind)
 
 
 def _write_outputs(session: Session, store, context: JobContext) -> None:

@@ -11,8 +11,10 @@ from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
+from app.api.errors import not_found, valid_id
 from app.core.config import Settings
 from app.core.db import get_engine
+from app.models import Job
 from app.store import ArtifactStore, get_store
 
 
@@ -66,3 +68,19 @@ IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", max_length=200, description="repeat a POST with the same key to get the first result back"),
 ]
+
+
+def require_existing_job(job_id: str, settings: SettingsDep) -> str:
+    """The path's ``job_id`` if that job exists, else 404; checked in its own short session.
+
+    For streaming routes: ``SessionDep`` would stay open for the whole
+    response, and on SQLite an open transaction holds the write lock.
+    """
+    with Session(get_engine(settings)) as session:
+        exists = valid_id(job_id) and session.get(Job, job_id) is not None
+    if not exists:
+        raise not_found("job", job_id)
+    return job_id
+
+
+ExistingJobId = Annotated[str, Depends(require_existing_job)]

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     requeue_after_s: float = 300.0
     max_attempts: int = 3
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(default="json", description="format of the `recomb api` and `recomb worker` logs")
 
     @field_validator("data_dir", mode="after")
     @classmethod
