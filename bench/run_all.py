@@ -1,0 +1,102 @@
+"""`make bench`: run every benchmark, then collect their JSON into results/latest.json and a Markdown table.
+
+The table is also written into README.md between the ``bench:start`` and
+``bench:end`` markers, so the figures the README shows are the last measured ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.common import RESULTS_DIR, environment
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = (
+    "bench_distill",
+    "bench_quantize",
+    "bench_crossover",
+    "bench_search_core",
+    "bench_ptq_job",
+    "bench_search_job",
+    "bench_load",
+)
+README_BLOCK = re.compile(r"(<!-- bench:start -->\n).*?(<!-- bench:end -->)", re.DOTALL)
+
+# (what, result file, path inside it, unit formatter, reference or target)
+ROWS = (
+    ("Distillation, baseline student, 1 thread", "distill", "distill_wall_seconds_median", "{:.3f} s", "reference 2.7 s; target < 0.3 s"),
+    ("Student held-out agreement, teacher 0 / 1 (val split)", "distill", ("quality.teacher_init.teacher_seed_0.val_action_agreement", "quality.teacher_init.teacher_seed_1.val_action_agreement"), "{:.3f}", "target >= 0.90; reference 0.85-0.91"),
+    ("Student agreement on 5000 fresh states, teacher 0 / 1", "distill", ("quality.teacher_init.teacher_seed_0.fresh_action_agreement", "quality.teacher_init.teacher_seed_1.fresh_action_agreement"), "{:.3f}", ""),
+    ("Student probability similarity (T=3), teacher 0 / 1", "distill", ("quality.teacher_init.teacher_seed_0.val_prob_similarity_t3", "quality.teacher_init.teacher_seed_1.val_prob_similarity_t3"), "{:.4f}", "target >= 0.985"),
+    ("Distillation worker peak RSS", "distill", "peak_rss_bytes", "bytes", ""),
+    ("Float vs int8 single sample, 8-32-32-4 (median)", "quantize", ("networks.student_8-32-32-4.paths.float_module.latency_median_us", "networks.student_8-32-32-4.paths.int8_dynamic.latency_median_us"), "{:.1f} us", "target int8 <= 20 us; torch.ao int8 is ~2x float"),
+    ("Int8 throughput at batch 256 / 1024, 8-32-32-4", "quantize", ("networks.student_8-32-32-4.paths.int8_dynamic.states_per_sec_at_256", "networks.student_8-32-32-4.paths.int8_dynamic.states_per_sec_at_1024"), "states/s", "target >= 5 M/s at 256"),
+    ("Int8 parameter / file compression, 8-32-32-4", "quantize", ("networks.student_8-32-32-4.size.param_compression_dynamic", "networks.student_8-32-32-4.size.file_compression_dynamic"), "{:.2f}x", "targets 2.8x / 2x; reference file -2.3%"),
+    ("Int8 parameter / file compression, 8-64-4", "quantize", ("networks.parent_8-64-64-4.size.param_compression_dynamic", "networks.parent_8-64-64-4.size.file_compression_dynamic"), "{:.2f}x", "target file 2.8x"),
+    ("Crossover, 8-64-4 parents, weighted (median)", "crossover", "crossover_median_us_8_64_4.weighted", "{:.0f} us", "target < 1 ms; reference 0.15-0.32 ms"),
+    ("`medium` fine-tune on 5000 states, 1 thread", "crossover", "finetune_medium_5000_states.loop_seconds_median", "{:.3f} s", "target < 0.3 s; reference 2.5 s"),
+    ("Aligned vs weighted min(agree A, agree B), same-teacher students", "crossover", ("quality_min_agreement.students_same_teacher.mean_min_agreement.aligned_activations_repair", "quality_min_agreement.students_same_teacher.mean_min_agreement.weighted"), "{:.3f}", ""),
+    ("Halving minus grid winner score, `default` preset, 5 seeds", "search_core", "summary.halving_minus_grid_primary", "{:+.3f}", "target within 0.01"),
+    ("Halving's share of grid's fine-tune epochs, 5 seeds", "search_core", "summary.halving_epoch_share", "{:.0%}", "target well under 50%"),
+    ("PTQ job POST to succeeded, Redis + PostgreSQL (median / p95)", "ptq_job", ("postgres.post_to_succeeded.median_ms", "postgres.post_to_succeeded.p95_ms"), "{:.1f} ms", "target < 100 ms; reference CLI ~3 s"),
+    ("PTQ job POST to succeeded, embedded (median / p95)", "ptq_job", ("embedded.post_to_succeeded.median_ms", "embedded.post_to_succeeded.p95_ms"), "{:.1f} ms", ""),
+    ("`minimal` search, 1 / 2 workers (POST to succeeded)", "search_job", ("by_workers.1.minimal_search_s.median", "by_workers.2.minimal_search_s.median"), "{:.2f} s", "target < 1.5 s at 2 workers; reference 7.3 s serial, 73-222 s at 2"),
+    ("Search speed-up from 1 to 2 workers", "search_job", "speedup_1_to_2_workers", "{:.2f}x", "target >= 1.6x"),
+    ("Pipeline, POST to succeeded, 2 workers", "search_job", "by_workers.2.pipeline_s.median", "{:.2f} s", ""),
+    ("Load: accepted PTQ jobs/s (50 clients, 2 workers)", "load", "accepted_jobs_per_s", "{:.1f}", ""),
+    ("Load: POST latency p50 / p99", "load", ("post_latency_ms.p50", "post_latency_ms.p99"), "{:.1f} ms", ""),
+    ("Load: queue-to-start latency p50 / p99", "load", ("queue_to_start_ms.p50", "queue_to_start_ms.p99"), "{:.1f} ms", ""),
+)
+
+
+def lookup(data: dict, path: str):
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def render(value, unit: str) -> str:
+    if value is None:
+        return "not measured"
+    if isinstance(value, list):  # one figure per seed: show the range
+        return render(min(value), unit) if min(value) == max(value) else f"{render(min(value), unit)} to {render(max(value), unit)}"
+    if unit == "bytes":
+        return f"{value / 2**20:.0f} MiB"
+    if unit == "states/s":
+        return f"{value / 1e6:.2f} M/s"
+    return unit.format(value)
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = ["| figure | measured | reference / target |", "| --- | --- | --- |"]
+    for label, name, paths, unit, note in ROWS:
+        data = results.get(name, {})
+        values = [render(lookup(data, path), unit) for path in ((paths,) if isinstance(paths, str) else paths)]
+        lines.append(f"| {label} | {' / '.join(values)} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    failures = []
+    for name in BENCHMARKS:
+        print(f"== {name}", flush=True)
+        if subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT).returncode != 0:
+            failures.append(name)
+    results = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS_DIR.glob("*.json")) if path.stem != "latest"}
+    (RESULTS_DIR / "latest.json").write_text(json.dumps({"environment": environment(), "failed": failures, "results": results}, indent=2) + "\n")
+    markdown = table(results)
+    (RESULTS_DIR / "latest.md").write_text(markdown)
+    readme = ROOT / "README.md"
+    readme.write_text(README_BLOCK.sub(lambda match: match.group(1) + markdown + match.group(2), readme.read_text()))
+    print(markdown)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
