@@ -13,6 +13,7 @@ message for a finished job, or a second copy racing the first, writes nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -39,6 +40,7 @@ from core.validate import SCHEMA_VERSION
 
 log = logging.getLogger("recomb.worker")
 PROGRESS_MIN_INTERVAL_S = 0.2
+CHECKPOINT_CACHE_SIZE = 256
 ERROR_MAX_CHARS = 500
 DB_RETRY_DEADLINE_S = 60.0
 T = TypeVar("T")
@@ -103,11 +105,8 @@ class JobContext:
         return Session(get_engine(self.settings), expire_on_commit=False)
 
     def checkpoint(self, checkpoint_id: str) -> artifacts.Checkpoint:
-        with self._session() as session:
-            row = session.get(Checkpoint, checkpoint_id)
-            if row is None:
-                raise LookupError(f"checkpoint {checkpoint_id} not found")
-            return crud.read_checkpoint(session, get_store(self.settings), row)
+        """A stored network (read-only: it may be shared with later jobs of this process)."""
+        return _cached_checkpoint(self.settings.resolved_database_url, self.settings.artifact_store, str(self.settings.resolved_artifact_dir), checkpoint_id)
 
     def states(self, spec: StatesSpec, input_dim: int) -> torch.Tensor:
         """The ``(n, input_dim)`` float32 states a job asked for."""
@@ -203,6 +202,17 @@ class JobContext:
         if "passed" not in body:
             raise ValueError("a report needs a top-level 'passed'")
         self.report = {"schema_version": SCHEMA_VERSION, "kind": self.kind, **body, "job_id": self.job_id, "torch_version": torch.__version__}
+
+
+@functools.lru_cache(maxsize=CHECKPOINT_CACHE_SIZE)
+def _cached_checkpoint(database_url: str, artifact_store: str, artifact_dir: str, checkpoint_id: str) -> artifacts.Checkpoint:
+    """Checkpoints never change once stored, so a worker decodes each one once (search trials share two parents)."""
+    settings = Settings(database_url=database_url, artifact_store=artifact_store, artifact_dir=artifact_dir)
+    with Session(get_engine(settings)) as session:
+        row = session.get(Checkpoint, checkpoint_id)
+        if row is None:
+            raise LookupError(f"checkpoint {checkpoint_id} not found")
+        return crud.read_checkpoint(session, get_store(settings), row)
 
 
 def with_db_retries(action: Callable[[], T], deadline_s: float = DB_RETRY_DEADLINE_S) -> T:
