@@ -32,7 +32,8 @@ def handle(context: JobContext) -> None:
     survivors = [spec.index for spec in specs]
     for rung in plan:
         waiting, rung_results = False, []
-        for index in survivors:
+        # Longest trials first: with several workers the rung then ends sooner (longest-processing-time order).
+        for index in sorted(survivors, key=lambda index: (-rung.epochs_for(specs[index]), index)):
             spec, epochs = specs[index], rung.epochs_for(specs[index])
             previous = latest.get(index)
             if previous is not None and previous.epochs == epochs:  # no more epochs in this rung: keep the result
