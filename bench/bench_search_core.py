@@ -8,8 +8,8 @@ Parents are the baseline students (``core.distill.distill`` of teachers
 42: 25 epochs, batch 64, lr 1e-3). Each search fine-tunes on 1000 states and
 scores on 1000 held-out states, both derived from the search seed. For each
 of ``SEARCH_SEEDS`` it records both schedulers' winner (id and primary
-metric), total fine-tune epochs and wall time (median of ``RUNS`` runs), the
-parent baseline, and the spread of the primary metric across random-mode
+metric), whether halving found grid's winner, total fine-tune epochs and
+wall time (median of ``RUNS`` runs), the parent baseline, and the spread of the primary metric across random-mode
 crossover seeds; and, for comparison, the grid with the reference's A-only
 fine-tune target.
 """
@@ -94,6 +94,7 @@ def main() -> dict:
                 "grid": grid,
                 "halving": halving,
                 "halving_minus_grid_primary": halving["winner_primary"] - grid["winner_primary"],
+                "halving_found_grid_winner": halving["winner"] == grid["winner"],
                 "halving_epoch_share": halving["finetune_epochs"] / grid["finetune_epochs"],
                 "grid_with_reference_target_a": {key: reference_target[key] for key in ("winner", "winner_primary", "winner_agreement_a", "winner_agreement_b")},
             }
@@ -105,7 +106,9 @@ def main() -> dict:
         "wall_time": f"median of {RUNS} runs, one thread, serial in one process (excludes distilling the parents)",
         "summary": {
             "halving_minus_grid_primary": [row["halving_minus_grid_primary"] for row in per_seed],
+            "halving_found_grid_winner": [row["halving_found_grid_winner"] for row in per_seed],
             "halving_epoch_share": [row["halving_epoch_share"] for row in per_seed],
+            "halving_finetune_epochs": [row["halving"]["finetune_epochs"] for row in per_seed],
             "grid_wall_s": [row["grid"]["wall_s"] for row in per_seed],
             "halving_wall_s": [row["halving"]["wall_s"] for row in per_seed],
             "random_seed_std": [spread["std"] for row in per_seed for spread in row["grid"]["random_seed_spread"]],

@@ -232,28 +232,48 @@ def test_parent_baselines_score_each_parent_against_both(baseline_students, stat
     assert parent_a["kl_divergence_a"] == 0.0 and parent_a["kl_divergence_b"] > 0.0 and parent_a["is_parent_baseline"]
 
 
-def test_promote_keeps_the_best_third_with_ties_to_the_lower_index(baseline_students, states):
+def test_promote_keeps_the_best_third_of_each_regime_with_ties_to_the_lower_index(baseline_students, states):
     result = run_trial(*baseline_students, trials(SearchConfig())[0], *states, epochs=1)
+    # Trials alternate short, long: short 0, 2, 4, 6 and long 1, 3, 5.
     scores = (0.4, 0.6, 0.5, 0.6, 0.1, 0.2, 0.3)
     results = [dataclasses.replace(result, spec=spec, metrics={"primary_metric": score}) for spec, score in zip(trials(SearchConfig()), scores)]
-    assert promote(results, eta=3) == [1, 2, 3]
+    assert promote(results, eta=3) == [0, 1, 2]
     assert promote(results, eta=2) == [0, 1, 2, 3]
+    # A regime scoring below every trial of another still keeps its best: early scores compare only within a regime.
+    long_behind = [score / 10 if spec.regime == "long" else score for spec, score in zip(trials(SearchConfig()), scores)]
+    behind = [dataclasses.replace(result, metrics={"primary_metric": score}) for result, score in zip(results, long_behind)]
+    assert promote(behind, eta=3) == [0, 1, 2]
 
 
 def test_halving_plan_shape_and_budget():
     specs = trials(SearchConfig(scheduler="halving"))
     plan = halving_plan(SearchConfig(scheduler="halving"), specs)
-    assert [(rung.index, rung.n_trials, rung.final) for rung in plan] == [(0, 14, False), (1, 5, False), (2, 2, True)]
+    # Per regime (7 short, 7 long): 7 -> 3 -> 1.
+    assert [(rung.index, rung.n_trials, rung.final) for rung in plan] == [(0, 14, False), (1, 6, False), (2, 2, True)]
     # A ninth, then a third of each regime's epochs (short 5, long 20), at least one.
     assert plan[0].epochs[:2] == (1, 2) and plan[1].epochs[:2] == (1, 6) and plan[2].epochs[:2] == (5, 20)
-    planned_maximum = sum(plan[0].epochs) + 5 * max(plan[1].epochs) + 2 * max(plan[2].epochs)
-    assert planned_maximum < 0.55 * sum(spec.finetune.epochs for spec in specs)
+    planned_maximum = sum(plan[0].epochs) + 3 * sum(plan[1].epochs[:2]) + sum(plan[2].epochs[:2])
+    assert planned_maximum == 67 < 0.4 * sum(spec.finetune.epochs for spec in specs)
     grid_plan = halving_plan(SearchConfig(), specs)
     assert len(grid_plan) == 1 and grid_plan[0].final and grid_plan[0].n_trials == 14
     assert len(halving_plan(SearchConfig(scheduler="halving", min_epochs=20), specs)) == 1
 
 
-def test_halving_finds_the_grid_winner_at_a_third_of_the_epochs(default_runs):
+def test_halving_plan_stops_once_each_regime_is_down_to_one_trial():
+    # 3 recipes x 3 regimes: one round brings every regime to one trial, so a second would promote all.
+    config = SearchConfig(
+        preset="custom",
+        crossover_modes=("layer", "weighted"),
+        alpha_values=(0.3, 0.7),
+        finetune_regimes=("short", "medium", "long"),
+        scheduler="halving",
+    )
+    plan = halving_plan(config, trials(config))
+    assert [(rung.n_trials, rung.final) for rung in plan] == [(9, False), (3, True)]
+    assert plan[0].epochs[:3] == (1, 3, 6)
+
+
+def test_halving_finds_the_grid_winner_at_under_two_fifths_of_the_epochs(default_runs):
     """Quality bar: default preset, baseline students, 1000 search states (figures in bench/bench_search_core.py)."""
     grid, halving = default_runs
     grid_best = best_child(leaderboard(grid.results, []))
@@ -261,6 +281,8 @@ def test_halving_finds_the_grid_winner_at_a_third_of_the_epochs(default_runs):
     assert halving_best["primary_metric"] >= grid_best["primary_metric"] - 0.01
     assert grid.finetune_epochs == 175
     assert halving.finetune_epochs < 0.4 * grid.finetune_epochs
+    # Each regime sends its best to the final rung, where they compete at full budget.
+    assert sorted(halving.specs[result.index].regime for result in halving.rung_results[-1]) == ["long", "short"]
     # Restarting survivors from scratch reproduces the grid's result bit for bit.
     for result in halving.rung_results[-1]:
         assert result.metrics == grid.results[result.index].metrics
