@@ -25,7 +25,7 @@ CHROMIUM = os.environ.get("RECOMB_TEST_CHROMIUM", "/usr/bin/chromium")
 # Flags that work headless as root in a container, and keep Chromium off the network.
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-# A search report's leaderboard (the fields ``core.search.leaderboard`` writes), until search jobs run here.
+# A leaderboard with every kind of row (children, parent baselines, a degenerate trial), as ``core.search.leaderboard`` writes it.
 LEADERBOARD = [
     {"rank": 1, "trial_id": "t002-aligned-a0.5-short", "primary_metric": 0.86, "child_vs_parent_a_agreement": 0.9, "child_vs_parent_b_agreement": 0.86, "is_parent_baseline": False, "degenerate": False},
     {"rank": 2, "trial_id": "t000-weighted-a0.5-short", "primary_metric": 0.74, "child_vs_parent_a_agreement": 0.74, "child_vs_parent_b_agreement": 0.81, "is_parent_baseline": False, "degenerate": False},
@@ -146,8 +146,21 @@ def test_a_failed_job_shows_its_error(page, stack, finished_jobs):
     screenshot(page, "ui-failed")
 
 
-def test_search_leaderboard_renders_from_its_report_fields(page, stack):
-    # No search job kind runs yet: the chart is drawn from a fixture report body through the page's own renderer.
+def test_search_job_page_charts_its_leaderboard_and_lists_its_trials(page, stack):
+    parent_a, parent_b = parent(stack, 34), parent(stack, 35)
+    job, report = run(stack, "search", parent_a_id=parent_a, parent_b_id=parent_b, preset="minimal", n_states=300, seed=3)
+    open_page(page, stack, f"#/jobs/{job['id']}", "#job-outputs .job-row")  # the trials table comes after the report
+    leaderboard = report["body"]["leaderboard"]
+    chart = page.locator("svg.leaderboard-chart")
+    assert chart.locator(".leaderboard-bar").count() == len(leaderboard)
+    assert chart.locator(".leaderboard-bar-baseline").count() == sum(row["is_parent_baseline"] for row in leaderboard) == 2
+    assert chart.locator(".leaderboard-row").first.get_attribute("data-trial") == leaderboard[0]["trial_id"]
+    assert page.locator("#job-outputs .job-row").count() == len(job["children"]) > 0
+    screenshot(page, "ui-search")
+
+
+def test_leaderboard_sets_baselines_and_degenerate_trials_apart(page, stack):
+    # A fixture report body through the page's own renderer: every kind of row, whatever a small search happens to give.
     open_page(page, stack, "", "main")
     page.evaluate(
         """(leaderboard) => {

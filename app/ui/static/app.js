@@ -403,7 +403,8 @@
     const measured = body.checks ? body : body.validation || body;
     const checks = Object.entries(measured.checks || {}).filter(([, check]) => check && typeof check === "object");
     const figures = [];
-    for (const name of FIGURE_SECTIONS) if (measured[name] && typeof measured[name] === "object") figures.push(...scalarFigures(measured[name], name));
+    // A recommendation's best child is already the leaderboard's first row: keep its own scalars only.
+    for (const name of FIGURE_SECTIONS) if (measured[name] && typeof measured[name] === "object") figures.push(...scalarFigures(measured[name], name, name === "recommendation" ? 1 : 2));
     const charts = reportCharts(body);
     container.replaceChildren(
       h(

@@ -189,10 +189,10 @@ const RecombCharts = (() => {
 
   // rows: search leaderboard rows ({rank, trial_id, primary_metric, child_vs_parent_{a,b}_agreement,
   // is_parent_baseline, degenerate}). One bar per row (primary metric), with ticks for A and B agreement.
-  function leaderboardChart(rows, { width = 720, maxRows = 40 } = {}) {
+  function leaderboardChart(rows, { width = 760, maxRows = 40 } = {}) {
     const shown = [...rows].sort((a, b) => (a.rank ?? 0) - (b.rank ?? 0)).slice(0, maxRows);
     const rowHeight = 24;
-    const margin = { top: 34, right: 60, bottom: 52, left: 230 };
+    const margin = { top: 34, right: 60, bottom: 52, left: 270 };
     const height = margin.top + margin.bottom + rowHeight * shown.length;
     const title = rows.length > shown.length ? `Leaderboard (top ${shown.length} of ${rows.length})` : "Leaderboard";
     const svg = frame(width, height, title, "leaderboard-chart");
@@ -206,7 +206,7 @@ const RecombCharts = (() => {
       const y = margin.top + index * rowHeight;
       const kind = row.is_parent_baseline ? "baseline" : row.degenerate ? "degenerate" : "child";
       const group = el("g", { class: `leaderboard-row leaderboard-${kind}`, "data-trial": row.trial_id });
-      group.append(text(margin.left - 8, y + rowHeight / 2 + 4, `#${row.rank}  ${row.trial_id}${row.is_parent_baseline ? " (parent)" : ""}`, { "text-anchor": "end", class: "chart-label" }));
+      group.append(text(margin.left - 8, y + rowHeight / 2 + 4, `#${row.rank}  ${truncate(String(row.trial_id), 34)}${row.is_parent_baseline ? " (parent)" : ""}`, { "text-anchor": "end", class: "chart-label" }));
       const primary = Number(row.primary_metric);
       const bar = el("rect", { x: margin.left, y: y + 4, width: Math.max(1, sx(primary) - margin.left), height: rowHeight - 8, rx: 2, class: `chart-bar leaderboard-bar leaderboard-bar-${kind}` });
       group.append(titled(bar, `#${row.rank} ${row.trial_id}: primary ${formatNumber(primary)}, A ${formatNumber(row.child_vs_parent_a_agreement)}, B ${formatNumber(row.child_vs_parent_b_agreement)}${row.degenerate ? " (degenerate)" : ""}`));
