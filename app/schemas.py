@@ -80,6 +80,7 @@ class JobPublic(BaseModel):
     attempts: int
     cancel_requested: bool
     parent_job_id: str | None
+    summary: dict[str, Any] | None = Field(default=None, description="partial results of a running composite job, e.g. the search leaderboard so far")
     created_at: datetime
     started_at: datetime | None
     heartbeat_at: datetime | None
