@@ -14,6 +14,7 @@ from celery import Celery
 from app.core.config import Settings, get_settings
 
 EMBEDDED_POLL_INTERVAL_S = 0.05
+BROKER_CHECK_TIMEOUT_S = 2.0
 
 
 def task_name(kind: str) -> str:
@@ -67,5 +68,6 @@ def queue_depth(celery: Celery | None = None) -> int:
     """Messages waiting in the job queue (0 when the broker lost them)."""
     app = celery or get_celery()
     with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=0, timeout=BROKER_CHECK_TIMEOUT_S)  # fail fast: callers treat errors as "unknown"
         # Not passive: a Redis queue with no messages has no key, and a passive declare calls that "not found".
         return int(connection.default_channel.queue_declare(queue=app.conf.task_default_queue).message_count)
