@@ -282,7 +282,7 @@ def park(context: JobContext, seen_finished: int) -> None:
             session.exec(update(Job).where(Job.id == context.job_id).values(status=JobStatus.queued, published_at=utcnow()))
         session.commit()
     if requeue:
-        publish(context.job_id, context.kind)
+        publish(context.job_id, context.kind, urgent=True)
 
 
 def wake_parent(settings: Settings, parent_id: str) -> None:
@@ -292,7 +292,7 @@ def wake_parent(settings: Settings, parent_id: str) -> None:
         result = session.exec(update(Job).where(Job.id == parent_id, Job.status == JobStatus.waiting).values(status=JobStatus.queued, published_at=utcnow()))
         session.commit()
     if result.rowcount == 1:
-        publish(parent_id, kind)
+        publish(parent_id, kind, urgent=True)
 
 
 def _write_outputs(session: Session, store, context: JobContext) -> None:

@@ -15,6 +15,7 @@ from app.core.config import Settings, get_settings
 
 EMBEDDED_POLL_INTERVAL_S = 0.05
 BROKER_CHECK_TIMEOUT_S = 2.0
+URGENT_PRIORITY, NORMAL_PRIORITY = 0, 3
 
 
 def task_name(kind: str) -> str:
@@ -43,6 +44,10 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
+        # Redis serves lower numbers first: jobs go out at NORMAL, wake-ups of
+        # waiting composite jobs at URGENT so a search's leaderboard and next
+        # rung do not queue behind its own trials (the filesystem broker is FIFO).
+        task_default_priority=NORMAL_PRIORITY,
         # A job is acknowledged only once it has finished, and a worker that
         # dies mid-job returns it to the queue; one job at a time per process.
         task_acks_late=True,
@@ -60,8 +65,8 @@ def get_celery() -> Celery:
     return make_celery(get_settings())
 
 
-def publish(job_id: str, kind: str, celery: Celery | None = None) -> None:
-    (celery or get_celery()).send_task(task_name(kind), args=[job_id])
+def publish(job_id: str, kind: str, celery: Celery | None = None, urgent: bool = False) -> None:
+    (celery or get_celery()).send_task(task_name(kind), args=[job_id], priority=URGENT_PRIORITY if urgent else NORMAL_PRIORITY)
 
 
 def queue_depth(celery: Celery | None = None) -> int:

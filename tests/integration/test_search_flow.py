@@ -27,9 +27,12 @@ def test_minimal_search_ranks_children_with_parents_and_is_deterministic(stack):
     roles = {edge["role"]: edge["parent"] for edge in lineage["edges"]}
     assert roles == {"parent_a": parent_a, "parent_b": parent_b}
     assert body["scheduler"]["total_finetune_epochs"] == 3 * (5 + 10 + 20)
-    # While it ran, the job carried the leaderboard so far; the last one had all but the last trial.
+    # While it ran, the job carried the leaderboard so far. Redis delivers the wake-ups ahead of queued
+    # trials, so there it saw finished trials; the embedded broker is first-in first-out.
     partial = stack.client.get(f"/jobs/{job['id']}").json()["summary"]
-    assert 1 <= partial["trials_done"] <= 8 and partial["leaderboard"]
+    assert partial["trials_done"] <= 8
+    if stack.name == "postgres":
+        assert partial["trials_done"] >= 1 and partial["leaderboard"]
 
     _, again = run(stack, "search", parent_a_id=parent_a, parent_b_id=parent_b, preset="minimal", n_states=300, seed=3)
     assert leaderboard_key(again) == leaderboard_key(report)
