@@ -89,19 +89,7 @@ class DistillConfig:
         self.train_config()  # the shared training fields are checked there, once
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            temperature=self.temperature,
-            temp_decay=self.temp_decay,
-            alpha=self.alpha,
-            loss_fn=self.loss_fn,
-            max_grad_norm=self.max_grad_norm,
-            val_fraction=self.val_fraction,
-            early_stopping_patience=self.early_stopping_patience,
-            seed=self.seed,
-        )
+        return TrainConfig.taken_from(self)
 
     def student_arch(self, teacher: QNetworkArch) -> QNetworkArch:
         return dataclasses.replace(student_arch(teacher, self.hidden_size), dropout_rate=self.dropout_rate)

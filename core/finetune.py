@@ -19,7 +19,7 @@ validation, no early stopping):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -113,8 +113,7 @@ class FinetuneConfig:
 
     def train_config(self) -> TrainConfig:
         """The ``core.training`` settings this fine-tune runs with."""
-        shared = {field.name for field in fields(TrainConfig)}
-        return TrainConfig(**{name: getattr(self, name) for name in shared})
+        return TrainConfig.taken_from(self)
 
 
 @dataclass(frozen=True)

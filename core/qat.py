@@ -65,17 +65,7 @@ class QATConfig:
         self.train_config()  # the shared fields are validated, with their messages, by TrainConfig
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            temperature=self.temperature,
-            alpha=self.alpha,
-            loss_fn=self.loss_fn,
-            max_grad_norm=self.max_grad_norm,
-            val_fraction=self.val_fraction,
-            seed=self.seed,
-        )
+        return TrainConfig.taken_from(self)
 
 
 @dataclass(frozen=True)

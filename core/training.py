@@ -25,6 +25,7 @@ and ``torch.optim.Adam``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -69,6 +70,12 @@ class TrainConfig:
     val_fraction: float = 0.1
     early_stopping_patience: int = 0
     seed: int = 0
+
+    @classmethod
+    def taken_from(cls, stage_config: object) -> TrainConfig:
+        """The training settings of a stage's config (distill, QAT, fine-tune): every field of this class it has."""
+        names = [field.name for field in dataclasses.fields(cls) if hasattr(stage_config, field.name)]
+        return cls(**{name: getattr(stage_config, name) for name in names})
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, minimum=1)
