@@ -104,11 +104,21 @@ class ReportPublic(ReportSummary):
     body: dict[str, Any]
 
 
+# The largest OFFSET SQLite and PostgreSQL accept (a signed 64-bit integer); beyond it they fail, not page.
+MAX_OFFSET = 2**63 - 1
+
+
 class Page(BaseModel, Generic[ItemT]):
     items: list[ItemT]
     total: int
     limit: int
     offset: int
+
+
+class ErrorDetail(BaseModel):
+    """Every 4xx body: a message, or (for a malformed request) FastAPI's list of field errors."""
+
+    detail: str | list[dict[str, Any]]
 
 
 class Health(BaseModel):

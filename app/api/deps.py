@@ -9,6 +9,7 @@ from typing import Annotated
 from celery import Celery
 from fastapi import Depends, Header, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from app.api.errors import not_found, valid_id
@@ -33,8 +34,16 @@ CeleryDep = Annotated[Celery, Depends(get_app_celery)]
 
 
 def get_session(settings: SettingsDep) -> Iterator[Session]:
-    with Session(get_engine(settings), expire_on_commit=False) as session:
+    session = Session(get_engine(settings), expire_on_commit=False)
+    try:
         yield session
+    finally:
+        try:
+            session.close()
+        except OperationalError:
+            # The database went away after the response was made: the pool drops the dead
+            # connection, and raising here would cut the client's keep-alive connection.
+            pass
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -66,7 +75,7 @@ def require_api_key(settings: SettingsDep, credentials: Annotated[HTTPAuthorizat
 AuthDep = Depends(require_api_key)
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", max_length=200, description="repeat a POST with the same key to get the first result back"),
+    Header(alias="Idempotency-Key", min_length=1, max_length=200, description="repeat a POST with the same key to get the first result back"),
 ]
 
 

@@ -10,8 +10,10 @@ from sqlmodel import Session, SQLModel, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import unprocessable
+from app.schemas import ErrorDetail
 
 UPLOAD_PATHS = ("/checkpoints", "/states")
+UPLOAD_ERROR_RESPONSES = {413: {"model": ErrorDetail, "description": "the body is larger than RECOMB_MAX_UPLOAD_BYTES"}}
 RowT = TypeVar("RowT", bound=SQLModel)
 
 

@@ -19,6 +19,16 @@ def _services_reachable() -> str | None:
     return None
 
 
+@pytest.fixture(scope="session")
+def postgres_and_redis() -> None:
+    """Skips the test (locally) or fails it (in CI) when the machine's PostgreSQL and Redis are unreachable."""
+    problem = _services_reachable()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL/Redis unreachable in CI: {problem}")
+        pytest.skip(f"PostgreSQL/Redis unreachable: {problem}")
+
+
 @pytest.fixture(scope="session", params=["embedded", "postgres"])
 def stack(request, tmp_path_factory):
     """The real service on each stack: embedded (SQLite + filesystem broker) and Redis + PostgreSQL."""

@@ -115,6 +115,66 @@ class Stack:
         raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s\n{self.logs()}")
 
 
+class RecombUp:
+    """``recomb up`` as a user runs it: one supervisor process that starts the API and its workers.
+
+    It runs in a process group of its own so that teardown can end the
+    supervisor and every child it started, even after a test killed some.
+    """
+
+    def __init__(self, root: Path, env: dict[str, str], workers: int, host: str = "127.0.0.1") -> None:
+        self.root, self.env, self.workers, self.host = root, env, workers, host
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.log_path = root / "up.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> RecombUp:
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        argv = [sys.executable, "-m", "app.cli", "up", "--host", self.host, "--port", str(self.port), "--workers", str(self.workers)]
+        self.process = subprocess.Popen(argv, env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        with httpx.Client(base_url=self.url, timeout=5.0) as client:
+            while time.monotonic() < deadline and self.process.poll() is None:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+        raise RuntimeError(f"recomb up did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 90.0) -> int:
+        """SIGTERM, as a service manager sends it; returns the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """End the supervisor and everything in its process group, gracefully if it can."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the group id is the supervisor's pid
+        except ProcessLookupError:
+            pass
+        if self.process.poll() is None:
+            self.process.wait(timeout=10)
+        self.process = None
+
+
 def embedded_stack(root: Path) -> Stack:
     env = _base_env(root)
     return Stack("embedded", root, env, free_port())

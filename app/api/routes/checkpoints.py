@@ -12,9 +12,9 @@ from sqlmodel import func, select
 from app import crud
 from app.api.deps import AuthDep, IdempotencyKey, SessionDep, StoreDep
 from app.api.errors import not_found, unprocessable, valid_id
-from app.api.uploads import commit_idempotent, read_limited
+from app.api.uploads import UPLOAD_ERROR_RESPONSES, commit_idempotent, read_limited
 from app.models import Checkpoint
-from app.schemas import ArchSchema, CheckpointPublic, LineageEdgePublic, LineagePublic, Page, SyntheticCheckpointCreate
+from app.schemas import MAX_OFFSET, ArchSchema, CheckpointPublic, ErrorDetail, LineageEdgePublic, LineagePublic, Page, SyntheticCheckpointCreate
 from core import artifacts
 from core.networks import QNetworkArch, init_network
 
@@ -28,7 +28,7 @@ def get_checkpoint_row(session: SessionDep, checkpoint_id: str) -> Checkpoint:
     return row
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=CheckpointPublic)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=CheckpointPublic, responses=UPLOAD_ERROR_RESPONSES | {415: {"model": ErrorDetail, "description": "neither safetensors nor a .pt file"}})
 async def upload_checkpoint(
     session: SessionDep,
     store: StoreDep,
@@ -81,7 +81,7 @@ def list_checkpoints(
     format: Annotated[str | None, Query(pattern="^(float32|int8)$")] = None,
     created_by_job: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict:
     query = select(Checkpoint)
     if format:

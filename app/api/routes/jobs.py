@@ -19,7 +19,7 @@ from app.api.errors import not_found, unprocessable, valid_id
 from app.core.queue import publish
 from app.jobs import JOB_PARAMS, JobParams, StatesSpec, SyntheticStatesSpec
 from app.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, StateBuffer, utcnow
-from app.schemas import JobPublic, Page
+from app.schemas import MAX_OFFSET, JobPublic, Page
 from core.networks import QNetworkArch
 from core.states import DEFAULT_EVAL_STATES, derive_seed
 
@@ -157,7 +157,7 @@ def list_jobs(
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     parent_job_id: Annotated[str | None, Query(max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     query = select(Job)
     if kind:

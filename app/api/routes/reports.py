@@ -10,7 +10,7 @@ from sqlmodel import func, select
 from app.api.deps import AuthDep, SessionDep
 from app.api.errors import not_found, valid_id
 from app.models import Report
-from app.schemas import Page, ReportPublic, ReportSummary
+from app.schemas import MAX_OFFSET, Page, ReportPublic, ReportSummary
 
 router = APIRouter(prefix="/reports", tags=["reports"], dependencies=[AuthDep])
 
@@ -22,7 +22,7 @@ def list_reports(
     job_id: Annotated[str | None, Query(max_length=40)] = None,
     passed: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict:
     query = select(Report)
     if kind:

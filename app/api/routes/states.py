@@ -10,15 +10,15 @@ from sqlmodel import func, select
 from app import crud
 from app.api.deps import AuthDep, IdempotencyKey, SessionDep, StoreDep
 from app.api.errors import not_found, unprocessable, valid_id
-from app.api.uploads import commit_idempotent, read_limited
+from app.api.uploads import UPLOAD_ERROR_RESPONSES, commit_idempotent, read_limited
 from app.models import StateBuffer
-from app.schemas import Page, StatesPublic
+from app.schemas import MAX_OFFSET, Page, StatesPublic
 from core.states import load_npy
 
 router = APIRouter(prefix="/states", tags=["states"], dependencies=[AuthDep])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=StatesPublic)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=StatesPublic, responses=UPLOAD_ERROR_RESPONSES)
 async def upload_states(
     session: SessionDep,
     store: StoreDep,
@@ -39,7 +39,7 @@ async def upload_states(
 
 
 @router.get("", response_model=Page[StatesPublic])
-def list_states(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+def list_states(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
     total = session.exec(select(func.count()).select_from(StateBuffer)).one()
     items = session.exec(select(StateBuffer).order_by(StateBuffer.created_at.desc(), StateBuffer.id).offset(offset).limit(limit)).all()
     return {"items": items, "total": total, "limit": limit, "offset": offset}
