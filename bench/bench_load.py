@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import tempfile
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -26,12 +27,26 @@ from tests.integration.stack import TERMINAL, postgres_stack
 
 PAGE_SIZE = 500
 DRAIN_TIMEOUT_S = 900.0
+TRANSPORT_ATTEMPTS = 3
 
 
-async def client_loop(client: httpx.AsyncClient, parent_id: str, deadline: float, accepted: list[str], post_latencies_s: list[float], refused: dict[int, int]) -> None:
+async def post_job(client: httpx.AsyncClient, parent_id: str, retried: list[int]) -> httpx.Response:
+    """POST one job; a dropped connection is retried with the same Idempotency-Key, so it is never counted twice or lost."""
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    for attempt in range(TRANSPORT_ATTEMPTS):
+        try:
+            return await client.post("/jobs/ptq", json={"checkpoint_id": parent_id}, headers=headers)
+        except httpx.TransportError:
+            if attempt == TRANSPORT_ATTEMPTS - 1:
+                raise
+            retried.append(1)
+    raise AssertionError("unreachable")
+
+
+async def client_loop(client: httpx.AsyncClient, parent_id: str, deadline: float, accepted: list[str], post_latencies_s: list[float], refused: dict[int, int], retried: list[int]) -> None:
     while time.monotonic() < deadline:
         started = time.perf_counter()
-        response = await client.post("/jobs/ptq", json={"checkpoint_id": parent_id})
+        response = await post_job(client, parent_id, retried)
         post_latencies_s.append(time.perf_counter() - started)
         if response.status_code == 202:
             accepted.append(response.json()["id"])
@@ -39,17 +54,18 @@ async def client_loop(client: httpx.AsyncClient, parent_id: str, deadline: float
             refused[response.status_code] = refused.get(response.status_code, 0) + 1
 
 
-async def submit_for(url: str, parent_id: str, clients: int, duration_s: float) -> tuple[list[str], list[float], dict[int, int], float]:
+async def submit_for(url: str, parent_id: str, clients: int, duration_s: float) -> tuple[list[str], list[float], dict[int, int], int, float]:
     accepted: list[str] = []
     post_latencies_s: list[float] = []
     refused: dict[int, int] = {}
+    retried: list[int] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as client:
         started = time.monotonic()
         deadline = started + duration_s
-        await asyncio.gather(*(client_loop(client, parent_id, deadline, accepted, post_latencies_s, refused) for _ in range(clients)))
+        await asyncio.gather(*(client_loop(client, parent_id, deadline, accepted, post_latencies_s, refused, retried) for _ in range(clients)))
         elapsed_s = time.monotonic() - started
-    return accepted, post_latencies_s, refused, elapsed_s
+    return accepted, post_latencies_s, refused, len(retried), elapsed_s
 
 
 def all_jobs(client: httpx.Client) -> list[dict]:
@@ -111,7 +127,7 @@ def main() -> None:
             stack.start(workers=args.workers)
             client = stack.client
             parent_id = client.post("/checkpoints/synthetic", json={"seed": 0}).json()["id"]
-            accepted, post_latencies_s, refused, submit_s = asyncio.run(submit_for(stack.url, parent_id, args.clients, args.duration))
+            accepted, post_latencies_s, refused, transport_retries, submit_s = asyncio.run(submit_for(stack.url, parent_id, args.clients, args.duration))
             drain_s = wait_drained(client, DRAIN_TIMEOUT_S)
             jobs, exactly_once = check_exactly_once(client, accepted)
         finally:
@@ -129,6 +145,7 @@ def main() -> None:
         "network": "8-64-64-4 synthetic, dynamic PTQ, 1000 evaluation states",
         "accepted_jobs": len(accepted),
         "refused_posts": refused,
+        "posts_retried_after_a_dropped_connection": transport_retries,
         "accepted_jobs_per_s": len(accepted) / submit_s,
         "completed_jobs_per_s": len(jobs) / seconds_between(first_created, last_finished),
         "drain_seconds_after_submitting": round(drain_s, 2),
