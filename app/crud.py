@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import TypeVar
 
 import numpy as np
-from sqlmodel import Session, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, select
 
 from app.models import Checkpoint, Job, LineageEdge, StateBuffer, new_id
 from app.store import ArtifactStore
@@ -13,6 +15,27 @@ from core import artifacts
 from core.states import dump_npy, load_npy, synthetic_states, validate_states
 
 LINEAGE_MAX_NODES = 500
+RowT = TypeVar("RowT", bound=SQLModel)
+
+
+def find_idempotent(session: Session, model: type[RowT], idempotency_key: str | None) -> RowT | None:
+    """The row an earlier request with this ``Idempotency-Key`` created, if any."""
+    if not idempotency_key:
+        return None
+    return session.exec(select(model).where(model.idempotency_key == idempotency_key)).first()
+
+
+def commit_idempotent(session: Session, row: RowT, model: type[RowT], idempotency_key: str | None) -> tuple[RowT, bool]:
+    """Commit ``row``; returns ``(row, True)``, or the row of a concurrent request with the same key and False."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if not idempotency_key:
+            raise
+        return session.exec(select(model).where(model.idempotency_key == idempotency_key)).one(), False
+    session.refresh(row)
+    return row, True
 
 
 def create_checkpoint(

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from fastapi import UploadFile
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import unprocessable
@@ -14,7 +10,6 @@ from app.schemas import ErrorDetail
 
 UPLOAD_PATHS = ("/checkpoints", "/states")
 UPLOAD_ERROR_RESPONSES = {413: {"model": ErrorDetail, "description": "the body is larger than RECOMB_MAX_UPLOAD_BYTES"}}
-RowT = TypeVar("RowT", bound=SQLModel)
 
 
 class UploadSizeLimit:
@@ -66,16 +61,3 @@ async def read_limited(file: UploadFile) -> bytes:
     if not data:
         raise unprocessable("the uploaded file is empty")
     return data
-
-
-def commit_idempotent(session: Session, row: RowT, model: type[RowT], idempotency_key: str | None) -> RowT:
-    """Commit ``row``; if a concurrent request with the same key won, return that one instead."""
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        if not idempotency_key:
-            raise
-        return session.exec(select(model).where(model.idempotency_key == idempotency_key)).one()
-    session.refresh(row)
-    return row

@@ -12,7 +12,7 @@ from sqlmodel import func, select
 from app import crud
 from app.api.deps import AuthDep, IdempotencyKey, SessionDep, StoreDep
 from app.api.errors import not_found, unprocessable, valid_id
-from app.api.uploads import UPLOAD_ERROR_RESPONSES, commit_idempotent, read_limited
+from app.api.uploads import UPLOAD_ERROR_RESPONSES, read_limited
 from app.models import Checkpoint
 from app.schemas import MAX_OFFSET, ArchSchema, CheckpointPublic, ErrorDetail, LineageEdgePublic, LineagePublic, Page, SyntheticCheckpointCreate
 from core import artifacts
@@ -38,7 +38,7 @@ async def upload_checkpoint(
     arch: Annotated[str | None, Form(description='optional JSON, e.g. {"input_dim": 8, "hidden_size": 64, "output_dim": 4}; checked against the tensors')] = None,
 ) -> Checkpoint:
     """Upload a network. Its architecture is inferred from the tensor shapes; a pickled module is refused."""
-    if idempotency_key and (existing := session.exec(select(Checkpoint).where(Checkpoint.idempotency_key == idempotency_key)).first()):
+    if existing := crud.find_idempotent(session, Checkpoint, idempotency_key):
         return existing
     data = await read_limited(file)
     declared = _parse_arch(arch) if arch else None
@@ -53,7 +53,7 @@ async def upload_checkpoint(
             raise unprocessable(f"declared arch {declared.describe()} does not match the tensors ({checkpoint.arch.describe()})")
         checkpoint = artifacts.Checkpoint(declared, checkpoint.tensors, checkpoint.format, checkpoint.quantization, checkpoint.metadata)
     row = crud.create_checkpoint(session, store, checkpoint, name=name or file.filename and file.filename[:200], idempotency_key=idempotency_key)
-    return commit_idempotent(session, row, Checkpoint, idempotency_key)
+    return crud.commit_idempotent(session, row, Checkpoint, idempotency_key)[0]
 
 
 def _parse_arch(text: str) -> QNetworkArch:
@@ -66,13 +66,13 @@ def _parse_arch(text: str) -> QNetworkArch:
 @router.post("/synthetic", status_code=status.HTTP_201_CREATED, response_model=CheckpointPublic)
 def create_synthetic(body: SyntheticCheckpointCreate, session: SessionDep, store: StoreDep, idempotency_key: IdempotencyKey = None) -> Checkpoint:
     """A freshly initialised parent, bit-identical for equal ``{arch, seed}``."""
-    if idempotency_key and (existing := session.exec(select(Checkpoint).where(Checkpoint.idempotency_key == idempotency_key)).first()):
+    if existing := crud.find_idempotent(session, Checkpoint, idempotency_key):
         return existing
     arch = QNetworkArch(**body.arch.model_dump())
     network = init_network(arch, body.seed)
     checkpoint = artifacts.float_checkpoint(network.state_dict(), arch, metadata={"origin": "synthetic", "seed": body.seed})
     row = crud.create_checkpoint(session, store, checkpoint, name=body.name or f"synthetic-{arch.describe()}-seed{body.seed}", idempotency_key=idempotency_key)
-    return commit_idempotent(session, row, Checkpoint, idempotency_key)
+    return crud.commit_idempotent(session, row, Checkpoint, idempotency_key)[0]
 
 
 @router.get("", response_model=Page[CheckpointPublic])

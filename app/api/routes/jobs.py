@@ -10,7 +10,6 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, status
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
 
 from app import crud
@@ -107,19 +106,12 @@ def job_views(session: Session, jobs: list[Job]) -> list[JobPublic]:
 
 def _create_job(session: Session, kind: str, params: JobParams, idempotency_key: str | None) -> tuple[Job, bool]:
     """Insert the job row (or find the one this idempotency key created); returns (job, created)."""
-    if idempotency_key and (existing := session.exec(select(Job).where(Job.idempotency_key == idempotency_key)).first()):
+    if existing := crud.find_idempotent(session, Job, idempotency_key):
         return existing, False
     check_references(session, params)
     job = Job(kind=kind, params=params.model_dump(mode="json", exclude_none=True), idempotency_key=idempotency_key, published_at=utcnow())
     session.add(job)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        if not idempotency_key:
-            raise
-        return session.exec(select(Job).where(Job.idempotency_key == idempotency_key)).one(), False
-    return job, True
+    return crud.commit_idempotent(session, job, Job, idempotency_key)
 
 
 def _route_for(kind: str, params_class: type[JobParams]):

@@ -10,7 +10,7 @@ from sqlmodel import func, select
 from app import crud
 from app.api.deps import AuthDep, IdempotencyKey, SessionDep, StoreDep
 from app.api.errors import not_found, unprocessable, valid_id
-from app.api.uploads import UPLOAD_ERROR_RESPONSES, commit_idempotent, read_limited
+from app.api.uploads import UPLOAD_ERROR_RESPONSES, read_limited
 from app.models import StateBuffer
 from app.schemas import MAX_OFFSET, Page, StatesPublic
 from core.states import load_npy
@@ -27,7 +27,7 @@ async def upload_states(
     idempotency_key: IdempotencyKey = None,
 ) -> StateBuffer:
     """Upload a state buffer; it is stored as float32."""
-    if idempotency_key and (existing := session.exec(select(StateBuffer).where(StateBuffer.idempotency_key == idempotency_key)).first()):
+    if existing := crud.find_idempotent(session, StateBuffer, idempotency_key):
         return existing
     data = await read_limited(file)
     try:
@@ -35,7 +35,7 @@ async def upload_states(
     except ValueError as error:
         raise unprocessable(str(error)) from error
     row = crud.create_state_buffer(session, store, states, name=name or file.filename and file.filename[:200], idempotency_key=idempotency_key)
-    return commit_idempotent(session, row, StateBuffer, idempotency_key)
+    return crud.commit_idempotent(session, row, StateBuffer, idempotency_key)[0]
 
 
 @router.get("", response_model=Page[StatesPublic])
