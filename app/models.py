@@ -62,6 +62,7 @@ class Job(SQLModel, table=True):
     parent_job_id: str | None = Field(default=None, foreign_key="jobs.id", index=True, max_length=40)
     child_key: str | None = Field(default=None, max_length=120, description="the child's name within its parent (unique per parent)")
     summary: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True), description="partial results while running")
+    wake_interval_s: float | None = Field(default=None, description="waiting: None wakes on every finished child; else when all are, or at most this often")
     idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     published_at: datetime | None = None

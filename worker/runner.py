@@ -51,15 +51,17 @@ class JobCancelled(Exception):
 
 
 class WaitForChildren(Exception):
-    """Raised by a composite job to sleep until one of its children finishes.
+    """Raised by a composite job to sleep until its children finish.
 
     ``seen_finished`` is how many children were finished when the job looked;
-    if more are finished by the time it is parked, it is re-queued at once.
+    ``wake_interval_s`` None wakes it whenever one more finishes, otherwise
+    only once all have, or when one finishes at least that long after it parked.
     """
 
-    def __init__(self, seen_finished: int) -> None:
+    def __init__(self, seen_finished: int, wake_interval_s: float | None) -> None:
         super().__init__(seen_finished)
         self.seen_finished = seen_finished
+        self.wake_interval_s = wake_interval_s
 
 
 @dataclass(frozen=True)
@@ -187,9 +189,13 @@ class JobContext:
         publish(child_id, kind)
         return child_id
 
-    def wait_for_children(self, children: dict[str, ChildJob]) -> None:
-        """Park this job until another child finishes (never returns)."""
-        raise WaitForChildren(sum(child.finished for child in children.values()))
+    def wait_for_children(self, children: dict[str, ChildJob], wake_interval_s: float | None = None) -> None:
+        """Park this job until children finish (never returns); see ``WaitForChildren`` for ``wake_interval_s``.
+
+        A pipeline wakes on every child, to start the stages that became ready;
+        a search only needs all of a rung, plus a partial leaderboard now and then.
+        """
+        raise WaitForChildren(sum(child.finished for child in children.values()), wake_interval_s)
 
     def set_summary(self, summary: dict[str, Any]) -> None:
         """Publish partial results (e.g. a leaderboard so far) on the job itself."""
@@ -265,19 +271,19 @@ def finish(context: JobContext, status: JobStatus, error: str | None = None) -> 
         return True
 
 
-def park(context: JobContext, seen_finished: int) -> None:
-    """Move a composite job to ``waiting``; re-queue it at once if a child finished meanwhile."""
+def park(context: JobContext, waiting: WaitForChildren) -> None:
+    """Move a composite job to ``waiting``; re-queue it at once if what it waits for happened meanwhile."""
     with Session(get_engine(context.settings)) as session:
         result = session.exec(
             update(Job)
             .where(Job.id == context.job_id, Job.claim_token == context.claim_token)
-            .values(status=JobStatus.waiting, claim_token=None, attempts=0, heartbeat_at=utcnow())
+            .values(status=JobStatus.waiting, claim_token=None, attempts=0, heartbeat_at=utcnow(), wake_interval_s=waiting.wake_interval_s)
         )
         if result.rowcount != 1:
             session.rollback()
             return
-        finished = session.exec(select(func.count()).select_from(Job).where(Job.parent_job_id == context.job_id, Job.status.in_(TERMINAL_STATUSES))).one()
-        requeue = finished != seen_finished
+        finished, unfinished = _children_counts(session, context.job_id)
+        requeue = finished != waiting.seen_finished and (waiting.wake_interval_s is None or unfinished == 0)
         if requeue:
             session.exec(update(Job).where(Job.id == context.job_id).values(status=JobStatus.queued, published_at=utcnow()))
         session.commit()
@@ -286,13 +292,29 @@ def park(context: JobContext, seen_finished: int) -> None:
 
 
 def wake_parent(settings: Settings, parent_id: str) -> None:
-    """A child finished: re-queue its parent if the parent is waiting on its children."""
+    """A child finished: re-queue its parent if the parent is waiting for this (see ``WaitForChildren``).
+
+    Each child checks after its own commit, so of two children finishing at
+    once at least one sees the other finished: the last one always wakes it.
+    """
     with Session(get_engine(settings)) as session:
-        kind = session.exec(select(Job.kind).where(Job.id == parent_id)).one()
+        parent = session.exec(select(Job.kind, Job.wake_interval_s, Job.heartbeat_at).where(Job.id == parent_id)).one()
+        if parent.wake_interval_s is not None:
+            _, unfinished = _children_counts(session, parent_id)
+            parked_for_s = (utcnow() - parent.heartbeat_at).total_seconds() if parent.heartbeat_at else float("inf")
+            if unfinished and parked_for_s < parent.wake_interval_s:
+                return
         result = session.exec(update(Job).where(Job.id == parent_id, Job.status == JobStatus.waiting).values(status=JobStatus.queued, published_at=utcnow()))
         session.commit()
     if result.rowcount == 1:
-        publish(parent_id, kind, urgent=True)
+        publish(parent_id, parent.kind, urgent=True)
+
+
+def _children_counts(session: Session, parent_id: str) -> tuple[int, int]:
+    """(finished, unfinished) children of a job."""
+    rows = session.exec(select(Job.status, func.count()).where(Job.parent_job_id == parent_id).group_by(Job.status)).all()
+    finished = sum(count for status, count in rows if status in TERMINAL_STATUSES)
+    return finished, sum(count for _, count in rows) - finished
 
 
 def _write_outputs(session: Session, store, context: JobContext) -> None:
@@ -348,7 +370,7 @@ def run_job(job_id: str, handler: Callable[[JobContext], None], settings: Settin
         context.progress(0.0, "running")
         handler(context)
     except WaitForChildren as waiting:
-        with_db_retries(lambda: park(context, waiting.seen_finished))
+        with_db_retries(lambda: park(context, waiting))
         log.info("job %s: waiting for its children", job_id)
         return JobStatus.waiting
     except JobCancelled:

@@ -40,6 +40,7 @@ def upgrade() -> None:
     sa.Column('parent_job_id', sa.String(length=40), nullable=True),
     sa.Column('child_key', sa.String(length=120), nullable=True),
     sa.Column('summary', sa.JSON(), nullable=True),
+    sa.Column('wake_interval_s', sa.Float(), nullable=True),
     sa.Column('idempotency_key', sa.String(length=200), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),

@@ -15,6 +15,9 @@ from app.models import JobStatus
 from core.search import TrialResult, halving_plan, leaderboard, manifest, parent_baselines, promote, recommendation, search_states, trial_result_from_dict, trials
 from worker.runner import JobContext
 
+# A running search refreshes its partial leaderboard at most this often; it always wakes when a rung ends.
+LEADERBOARD_INTERVAL_S = 1.0
+
 
 def handle(context: JobContext) -> None:
     params = context.params
@@ -59,7 +62,7 @@ def handle(context: JobContext) -> None:
             done = sum(child.finished for child in children.values())
             context.set_summary({"rung": rung.index, "trials_done": done, "leaderboard": _rows(latest, baselines, checkpoints, config)})
             context.progress(min(0.99, done / sum(r.n_trials for r in plan)), f"rung {rung.index + 1}/{len(plan)}: {done} trial jobs done")
-            context.wait_for_children(children)
+            context.wait_for_children(children, wake_interval_s=LEADERBOARD_INTERVAL_S)
         if not rung_results:
             raise RuntimeError(f"every trial of rung {rung.index} failed: {failed}")
         if not rung.final:
