@@ -6,14 +6,21 @@ VENV ?= .venv
 PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: install browser run test test-fast bench clean
+.PHONY: install install-test browser run test test-fast bench clean
 
-$(BIN)/recomb: pyproject.toml
+# Stamps: the service's dependencies, and on top of them the test tools.
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-install: $(BIN)/recomb
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 run: install
 	PORT=$(PORT) $(BIN)/recomb up --port $(PORT)
@@ -24,13 +31,13 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
 
-test: install browser
+test: install-test browser
 	$(BIN)/pytest -q
 
-test-fast: install
+test-fast: install-test
 	$(BIN)/pytest -q tests/core tests/api
 
-bench: install
+bench: install-test
 	$(BIN)/python -m bench.run_all
 
 clean:
