@@ -438,6 +438,56 @@ def leaderboard(results: Sequence[TrialResult], baselines: Sequence[dict], degen
     return rows
 
 
+def ranked_rows(results: Sequence[TrialResult], baselines: Sequence[dict], checkpoint_ids: dict[int, str], degenerate_threshold: float = 0.0) -> list[dict]:
+    """``leaderboard`` rows, each child's naming the stored checkpoint of its trial (``checkpoint_ids`` by trial index)."""
+    rows = leaderboard(results, baselines, degenerate_threshold)
+    for row in rows:
+        row["checkpoint_id"] = None if row["is_parent_baseline"] else checkpoint_ids.get(row["index"])
+    return rows
+
+
+def search_report(
+    config: SearchConfig,
+    specs: Sequence[TrialSpec],
+    plan: Sequence[Rung],
+    results: Sequence[TrialResult],
+    baselines: Sequence[dict],
+    checkpoint_ids: dict[int, str],
+    failed: dict[str, str],
+    trial_runs: int,
+    finetune_epochs: int,
+    torch_version: str,
+) -> dict:
+    """The body of a finished search's report: winner, leaderboard, manifest, recommendation and schedule.
+
+    ``results`` holds each trial's latest result; ``trial_runs`` and
+    ``finetune_epochs`` count every trial run and epoch trained across the
+    rungs; ``failed`` names trial runs that did not succeed and why.
+    """
+    rows = ranked_rows(results, baselines, checkpoint_ids, config.degenerate_threshold)
+    entries = manifest(config, specs, results, torch_version)
+    for entry in entries:
+        entry["checkpoint_id"] = checkpoint_ids.get(entry["index"])
+    best = next((row for row in rows if not row["is_parent_baseline"]), None)
+    return {
+        "passed": best is not None and not best["degenerate"],
+        "winner": None if best is None else {"trial_id": best["trial_id"], "checkpoint_id": best["checkpoint_id"], "primary_metric": best["primary_metric"]},
+        "leaderboard": rows,
+        "manifest": entries,
+        "recommendation": recommendation(results, rows),
+        "scheduler": {
+            "name": config.scheduler,
+            "eta": config.eta,
+            "rungs": [{"index": rung.index, "n_trials": rung.n_trials, "final": rung.final} for rung in plan],
+            "trial_jobs": trial_runs,
+            "total_finetune_epochs": finetune_epochs,
+            "stopped_at_rung": {result.trial_id: result.rung for result in results},
+        },
+        "failed_trials": failed,
+        "config": dataclasses.asdict(config),
+    }
+
+
 def manifest(config: SearchConfig, specs: Sequence[TrialSpec], results: Sequence[TrialResult], torch_version: str) -> list[dict]:
     """One JSON-ready entry per trial, in run order: the full config it ran with and what it measured.
 

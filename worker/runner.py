@@ -175,19 +175,23 @@ class JobContext:
                 for row in rows
             }
 
-    def spawn(self, key: str, kind: str, params: dict[str, Any]) -> str:
-        """Create (once per key) and publish a child job; returns its id."""
-        validated = JOB_PARAMS[kind].model_validate(params).model_dump(mode="json", exclude_none=True)
+    def spawn(self, children: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Create child jobs ``(key, kind, params)`` in one transaction, then publish them, in order.
+
+        Keys already taken by this job's children are skipped, so a re-run creates nothing twice.
+        """
         with self._session() as session:
-            existing = session.exec(select(Job).where(Job.parent_job_id == self.job_id, Job.child_key == key)).first()
-            if existing is not None:
-                return existing.id
-            child = Job(kind=kind, params=validated, parent_job_id=self.job_id, child_key=key, published_at=utcnow())
-            session.add(child)
+            existing = set(session.exec(select(Job.child_key).where(Job.parent_job_id == self.job_id)).all())
+            created = [
+                Job(kind=kind, params=JOB_PARAMS[kind].model_validate(params).model_dump(mode="json", exclude_none=True), parent_job_id=self.job_id, child_key=key, published_at=utcnow())
+                for key, kind, params in children
+                if key not in existing
+            ]
+            session.add_all(created)
             session.commit()
-            child_id = child.id
-        publish(child_id, kind)
-        return child_id
+            published = [(child.id, child.kind) for child in created]
+        for child_id, kind in published:
+            publish(child_id, kind)
 
     def wait_for_children(self, children: dict[str, ChildJob], wake_interval_s: float | None = None) -> None:
         """Park this job until children finish (never returns); see ``WaitForChildren`` for ``wake_interval_s``.

@@ -22,6 +22,7 @@ from core.search import (
     recommendation,
     run_search,
     run_trial,
+    search_report,
     search_states,
     trials,
 )
@@ -317,3 +318,16 @@ def test_manifest_records_every_trial_config(default_runs):
     assert entries[6]["crossover"]["seed"] is None and entries[6]["metrics"]["primary_metric"] >= 0.0
     missing = manifest(halving.config, halving.specs, halving.results[:1], torch.__version__)
     assert missing[1]["status"] == "not_run" and missing[1]["metrics"] is None
+
+
+def test_search_report_names_the_winner_and_its_checkpoint(default_runs, baseline_students, states):
+    grid, _ = default_runs
+    baselines = parent_baselines(*baseline_students, states[1])
+    checkpoint_ids = {result.index: f"ckpt_{result.index}" for result in grid.results}
+    body = search_report(grid.config, grid.specs, grid.plan, grid.results, baselines, checkpoint_ids, {}, 14, grid.finetune_epochs, torch.__version__)
+    json.dumps(body, allow_nan=False)
+    winner = next(row for row in body["leaderboard"] if not row["is_parent_baseline"])
+    assert body["winner"] == {"trial_id": winner["trial_id"], "checkpoint_id": f"ckpt_{winner['index']}", "primary_metric": winner["primary_metric"]}
+    assert body["passed"] is True and body["scheduler"]["total_finetune_epochs"] == 175
+    assert all(row["checkpoint_id"] is None for row in body["leaderboard"] if row["is_parent_baseline"])
+    assert [entry["checkpoint_id"] for entry in body["manifest"]] == [f"ckpt_{index}" for index in range(14)]

@@ -31,9 +31,13 @@ def handle(context: JobContext) -> None:
         if child.status in (JobStatus.failed, JobStatus.cancelled):
             raise StageFailed(f"stage {key} ({child.kind}) {child.status.value}: {child.error or 'no error recorded'}")
     succeeded = {key: child.output_checkpoint_ids for key, child in children.items() if child.status == JobStatus.succeeded}
-    for stage in PIPELINE_STAGES:
-        if stage.key not in children and all(dependency in succeeded for dependency in stage.after):
-            context.spawn(stage.key, stage.kind, pipeline_stage_params(params, stage, parent_a, parent_b, succeeded))
+    context.spawn(
+        [
+            (stage.key, stage.kind, pipeline_stage_params(params, stage, parent_a, parent_b, succeeded))
+            for stage in PIPELINE_STAGES
+            if stage.key not in children and all(dependency in succeeded for dependency in stage.after)
+        ]
+    )
     if len(succeeded) < len(PIPELINE_STAGES):
         running = [key for key, child in children.items() if not child.finished]
         context.progress(len(succeeded) / len(PIPELINE_STAGES), f"{len(succeeded)}/{len(PIPELINE_STAGES)} stages done; running {', '.join(running) or 'next'}")

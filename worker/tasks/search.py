@@ -12,7 +12,17 @@ import dataclasses
 import torch
 
 from app.models import JobStatus
-from core.search import TrialResult, halving_plan, leaderboard, manifest, parent_baselines, promote, recommendation, search_states, trial_result_from_dict, trials
+from core.search import (
+    TrialResult,
+    halving_plan,
+    parent_baselines,
+    promote,
+    ranked_rows,
+    search_report,
+    search_states,
+    trial_result_from_dict,
+    trials,
+)
 from worker.runner import JobContext
 
 # A running search refreshes its partial leaderboard at most this often; it always wakes when a rung ends.
@@ -34,7 +44,7 @@ def handle(context: JobContext) -> None:
     failed: dict[str, str] = {}
     survivors = [spec.index for spec in specs]
     for rung in plan:
-        waiting, rung_results = False, []
+        waiting, rung_results, new_trials = False, [], []
         # Longest trials first: with several workers the rung then ends sooner (longest-processing-time order).
         for index in sorted(survivors, key=lambda index: (-rung.epochs_for(specs[index]), index)):
             spec, epochs = specs[index], rung.epochs_for(specs[index])
@@ -48,7 +58,7 @@ def handle(context: JobContext) -> None:
             if child is None:
                 trial = {"parent_a_id": params.parent_a_id, "parent_b_id": params.parent_b_id, "search": dataclasses.asdict(config)}
                 trial |= {"trial_index": index, "epochs": epochs, "rung": rung.index, "n_states": params.n_states}
-                context.spawn(key, "search-trial", trial | ({"states": params.states.model_dump(exclude_none=True)} if params.states else {}))
+                new_trials.append((key, "search-trial", trial | ({"states": params.states.model_dump(exclude_none=True)} if params.states else {})))
                 waiting = True
             elif not child.finished:
                 waiting = True
@@ -58,47 +68,17 @@ def handle(context: JobContext) -> None:
                 latest[index] = trial_result_from_dict(child.report["trial"], spec)
                 checkpoints[index] = child.report["child_id"]
                 rung_results.append(latest[index])
+        context.spawn(new_trials)
         if waiting:
             done = sum(child.finished for child in children.values())
-            context.set_summary({"rung": rung.index, "trials_done": done, "leaderboard": _rows(latest, baselines, checkpoints, config)})
+            rows = ranked_rows([latest[index] for index in sorted(latest)], baselines, checkpoints, config.degenerate_threshold)
+            context.set_summary({"rung": rung.index, "trials_done": done, "leaderboard": rows})
             context.progress(min(0.99, done / sum(r.n_trials for r in plan)), f"rung {rung.index + 1}/{len(plan)}: {done} trial jobs done")
             context.wait_for_children(children, wake_interval_s=LEADERBOARD_INTERVAL_S)
         if not rung_results:
             raise RuntimeError(f"every trial of rung {rung.index} failed: {failed}")
         if not rung.final:
             survivors = promote(rung_results, config.eta)
-    context.set_report(_report(config, specs, plan, latest, baselines, checkpoints, failed, children))
-
-
-def _rows(latest: dict[int, TrialResult], baselines: list[dict], checkpoints: dict[int, str], config) -> list[dict]:
-    rows = leaderboard([latest[index] for index in sorted(latest)], baselines, config.degenerate_threshold)
-    for row in rows:
-        row["checkpoint_id"] = checkpoints.get(row["index"]) if not row["is_parent_baseline"] else None
-    return rows
-
-
-def _report(config, specs, plan, latest, baselines, checkpoints, failed, children) -> dict:
     results = [latest[index] for index in sorted(latest)]
-    rows = _rows(latest, baselines, checkpoints, config)
-    entries = manifest(config, specs, results, torch.__version__)
-    for entry in entries:
-        entry["checkpoint_id"] = checkpoints.get(entry["index"])
-    best = next((row for row in rows if not row["is_parent_baseline"]), None)
-    trial_reports = [child.report["trial"] for child in children.values() if child.report and "trial" in child.report]
-    return {
-        "passed": best is not None and not best["degenerate"],
-        "winner": None if best is None else {"trial_id": best["trial_id"], "checkpoint_id": best["checkpoint_id"], "primary_metric": best["primary_metric"]},
-        "leaderboard": rows,
-        "manifest": entries,
-        "recommendation": recommendation(results, rows),
-        "scheduler": {
-            "name": config.scheduler,
-            "eta": config.eta,
-            "rungs": [{"index": rung.index, "n_trials": rung.n_trials, "final": rung.final} for rung in plan],
-            "trial_jobs": len(children),
-            "total_finetune_epochs": sum(report["finetune"]["epochs_run"] for report in trial_reports),
-            "stopped_at_rung": {result.trial_id: result.rung for result in results},
-        },
-        "failed_trials": failed,
-        "config": dataclasses.asdict(config),
-    }
+    epochs = sum(child.report["trial"]["finetune"]["epochs_run"] for child in children.values() if child.report and "trial" in child.report)
+    context.set_report(search_report(config, specs, plan, results, baselines, checkpoints, failed, len(children), epochs, torch.__version__))
