@@ -441,7 +441,7 @@ def _train_step(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Forward and backward of one ``(batch, input_dim)`` batch; writes ``params.grad``, returns the loss sums."""
     layers = params.layers(weight_transform)
-    (w0, w4, w8), (w0_t, w4_t, w8_t), (b0, b4, b8) = layers.weights, layers.weights_t, layers.biases
+    (_, w4, w8), (w0_t, w4_t, w8_t), (b0, b4, b8) = layers.weights, layers.weights_t, layers.biases
     (gamma1, beta1), (gamma5, beta5) = layers.norms
     pre1 = torch.addmm(b0, states, w0_t)
     normed1, mean1, rstd1 = torch.native_layer_norm(pre1, gamma1.shape, gamma1, beta1, LAYERNORM_EPS)

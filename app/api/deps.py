@@ -7,15 +7,17 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel, func, select
+from sqlmodel.sql.expression import Select
 
 from app.api.errors import not_found, valid_id
 from app.core.config import Settings
 from app.core.db import get_engine
 from app.models import Job
+from app.schemas import MAX_OFFSET
 from app.store import ArtifactStore, get_store
 
 
@@ -93,3 +95,23 @@ def require_existing_job(job_id: str, settings: SettingsDep) -> str:
 
 
 ExistingJobId = Annotated[str, Depends(require_existing_job)]
+
+
+class Pagination:
+    """``limit`` and ``offset`` of a list request, newest rows first."""
+
+    def __init__(
+        self,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    ) -> None:
+        self.limit, self.offset = limit, offset
+
+    def page(self, session: Session, query: Select, model: type[SQLModel]) -> dict:
+        """``{items, total, limit, offset}`` of ``query``, ordered by ``created_at`` then id."""
+        total = session.exec(select(func.count()).select_from(query.subquery())).one()
+        items = session.exec(query.order_by(model.created_at.desc(), model.id).offset(self.offset).limit(self.limit)).all()
+        return {"items": list(items), "total": total, "limit": self.limit, "offset": self.offset}
+
+
+PageDep = Annotated[Pagination, Depends()]

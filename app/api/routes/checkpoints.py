@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 from pydantic import ValidationError
-from sqlmodel import func, select
+from sqlmodel import select
 
 from app import crud
-from app.api.deps import AuthDep, IdempotencyKey, SessionDep, StoreDep
-from app.api.errors import not_found, unprocessable, valid_id
+from app.api.deps import AuthDep, IdempotencyKey, PageDep, SessionDep, StoreDep
+from app.api.errors import get_or_404, unprocessable
 from app.api.uploads import UPLOAD_ERROR_RESPONSES, read_limited
 from app.models import Checkpoint
-from app.schemas import MAX_OFFSET, ArchSchema, CheckpointPublic, ErrorDetail, LineageEdgePublic, LineagePublic, Page, SyntheticCheckpointCreate
+from app.schemas import ArchSchema, CheckpointPublic, ErrorDetail, LineageEdgePublic, LineagePublic, Page, SyntheticCheckpointCreate
 from core import artifacts
 from core.networks import QNetworkArch, init_network
 
@@ -22,10 +22,7 @@ router = APIRouter(prefix="/checkpoints", tags=["checkpoints"], dependencies=[Au
 
 
 def get_checkpoint_row(session: SessionDep, checkpoint_id: str) -> Checkpoint:
-    row = session.get(Checkpoint, checkpoint_id) if valid_id(checkpoint_id) else None
-    if row is None:
-        raise not_found("checkpoint", checkpoint_id)
-    return row
+    return get_or_404(session, Checkpoint, checkpoint_id, "checkpoint")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CheckpointPublic, responses=UPLOAD_ERROR_RESPONSES | {415: {"model": ErrorDetail, "description": "neither safetensors nor a .pt file"}})
@@ -80,17 +77,14 @@ def list_checkpoints(
     session: SessionDep,
     format: Annotated[str | None, Query(pattern="^(float32|int8)$")] = None,
     created_by_job: Annotated[str | None, Query(max_length=40)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    page: PageDep = None,
 ) -> dict:
     query = select(Checkpoint)
     if format:
         query = query.where(Checkpoint.format == format)
     if created_by_job:
         query = query.where(Checkpoint.created_by_job == created_by_job)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    items = session.exec(query.order_by(Checkpoint.created_at.desc(), Checkpoint.id).offset(offset).limit(limit)).all()
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return page.page(session, query, Checkpoint)
 
 
 @router.get("/{checkpoint_id}", response_model=CheckpointPublic)

@@ -10,15 +10,15 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, status
-from sqlmodel import Session, func, select
+from sqlmodel import Session, select
 
 from app import crud
-from app.api.deps import AuthDep, CeleryDep, IdempotencyKey, SessionDep
-from app.api.errors import not_found, unprocessable, valid_id
+from app.api.deps import AuthDep, CeleryDep, IdempotencyKey, PageDep, SessionDep
+from app.api.errors import get_or_404, unprocessable
 from app.core.queue import publish
 from app.jobs import JOB_PARAMS, JobParams, StatesSpec, SyntheticStatesSpec
 from app.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, StateBuffer, utcnow
-from app.schemas import MAX_OFFSET, JobPublic, Page
+from app.schemas import JobPublic, Page
 from core.networks import QNetworkArch
 from core.states import DEFAULT_EVAL_STATES, derive_seed
 
@@ -44,9 +44,7 @@ def check_references(session: Session, params: JobParams) -> None:
         checkpoint_id = getattr(params, field)
         if checkpoint_id is None:
             continue
-        row = session.get(Checkpoint, checkpoint_id) if valid_id(checkpoint_id) else None
-        if row is None:
-            raise not_found("checkpoint", checkpoint_id)
+        row = get_or_404(session, Checkpoint, checkpoint_id, "checkpoint")
         if required_format and row.format != required_format:
             raise unprocessable(f"{field} must name a {required_format} checkpoint; {checkpoint_id} is {row.format}")
         rows[field] = row
@@ -62,9 +60,7 @@ def check_references(session: Session, params: JobParams) -> None:
         states = getattr(params, states_field)
         if states is None or states.id is None:
             continue
-        buffer = session.get(StateBuffer, states.id) if valid_id(states.id) else None
-        if buffer is None:
-            raise not_found("state buffer", states.id)
+        buffer = get_or_404(session, StateBuffer, states.id, "state buffer")
         for field, row in rows.items():
             if buffer.dim != row.arch["input_dim"]:
                 raise unprocessable(f"{states_field} {states.id} have width {buffer.dim} but {field} expects input_dim {row.arch['input_dim']}")
@@ -148,8 +144,7 @@ def list_jobs(
     kind: Annotated[str | None, Query(max_length=40)] = None,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     parent_job_id: Annotated[str | None, Query(max_length=40)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    page: PageDep = None,
 ) -> dict[str, Any]:
     query = select(Job)
     if kind:
@@ -158,16 +153,12 @@ def list_jobs(
         query = query.where(Job.status == status_)
     if parent_job_id:
         query = query.where(Job.parent_job_id == parent_job_id)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    jobs = session.exec(query.order_by(Job.created_at.desc(), Job.id).offset(offset).limit(limit)).all()
-    return {"items": job_views(session, list(jobs)), "total": total, "limit": limit, "offset": offset}
+    result = page.page(session, query, Job)
+    return result | {"items": job_views(session, result["items"])}
 
 
 def get_job_row(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id) if valid_id(job_id) else None
-    if job is None:
-        raise not_found("job", job_id)
-    return job
+    return get_or_404(session, Job, job_id, "job")
 
 
 @router.get("/{job_id}", response_model=JobPublic)

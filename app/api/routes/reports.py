@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlmodel import func, select
+from sqlmodel import select
 
-from app.api.deps import AuthDep, SessionDep
-from app.api.errors import not_found, valid_id
+from app.api.deps import AuthDep, PageDep, SessionDep
+from app.api.errors import get_or_404
 from app.models import Report
-from app.schemas import MAX_OFFSET, Page, ReportPublic, ReportSummary
+from app.schemas import Page, ReportPublic, ReportSummary
 
 router = APIRouter(prefix="/reports", tags=["reports"], dependencies=[AuthDep])
 
@@ -21,8 +21,7 @@ def list_reports(
     kind: Annotated[str | None, Query(max_length=40)] = None,
     job_id: Annotated[str | None, Query(max_length=40)] = None,
     passed: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    page: PageDep = None,
 ) -> dict:
     query = select(Report)
     if kind:
@@ -31,14 +30,9 @@ def list_reports(
         query = query.where(Report.job_id == job_id)
     if passed is not None:
         query = query.where(Report.passed == passed)
-    total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    items = session.exec(query.order_by(Report.created_at.desc(), Report.id).offset(offset).limit(limit)).all()
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return page.page(session, query, Report)
 
 
 @router.get("/{report_id}", response_model=ReportPublic)
 def read_report(report_id: str, session: SessionDep) -> Report:
-    row = session.get(Report, report_id) if valid_id(report_id) else None
-    if row is None:
-        raise not_found("report", report_id)
-    return row
+    return get_or_404(session, Report, report_id, "report")

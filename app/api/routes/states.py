@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile, status
-from sqlmodel import func, select
+from fastapi import APIRouter, File, Form, UploadFile, status
+from sqlmodel import select
 
 from app import crud
-from app.api.deps import AuthDep, IdempotencyKey, SessionDep, StoreDep
-from app.api.errors import not_found, unprocessable, valid_id
+from app.api.deps import AuthDep, IdempotencyKey, PageDep, SessionDep, StoreDep
+from app.api.errors import get_or_404, unprocessable
 from app.api.uploads import UPLOAD_ERROR_RESPONSES, read_limited
 from app.models import StateBuffer
-from app.schemas import MAX_OFFSET, Page, StatesPublic
+from app.schemas import Page, StatesPublic
 from core.states import load_npy
 
 router = APIRouter(prefix="/states", tags=["states"], dependencies=[AuthDep])
@@ -39,15 +39,10 @@ async def upload_states(
 
 
 @router.get("", response_model=Page[StatesPublic])
-def list_states(session: SessionDep, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
-    total = session.exec(select(func.count()).select_from(StateBuffer)).one()
-    items = session.exec(select(StateBuffer).order_by(StateBuffer.created_at.desc(), StateBuffer.id).offset(offset).limit(limit)).all()
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+def list_states(session: SessionDep, page: PageDep) -> dict:
+    return page.page(session, select(StateBuffer), StateBuffer)
 
 
 @router.get("/{states_id}", response_model=StatesPublic)
 def read_states(states_id: str, session: SessionDep) -> StateBuffer:
-    row = session.get(StateBuffer, states_id) if valid_id(states_id) else None
-    if row is None:
-        raise not_found("state buffer", states_id)
-    return row
+    return get_or_404(session, StateBuffer, states_id, "state buffer")
