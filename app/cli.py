@@ -34,7 +34,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     # log_config=None: uvicorn's records go through the root handler (JSON lines) instead of its own.
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, log_level="warning", access_log=False, log_config=None)
+    uvicorn.run(
+        "app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.processes, log_level="warning", access_log=False, log_config=None
+    )
     return 0
 
 
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="the HTTP API alone")
     api.add_argument("--host", default=LOOPBACK)
     api.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    api.add_argument("--processes", type=int, default=1, help="API processes sharing the port (the API keeps no state of its own)")
     api.set_defaults(handler=cmd_api)
     worker = commands.add_parser("worker", help="one worker process (one job at a time, one torch thread)")
     worker.add_argument("--name", default=None)
