@@ -666,6 +666,23 @@ def promote(rung_results: Sequence[TrialResult], eta: int) -> list[int]:
     return sorted(promoted)
 
 
+def rung_work(rung: Rung, survivors: Sequence[int], specs: Sequence[TrialSpec], latest: dict[int, TrialResult]) -> tuple[list[TrialSpec], list[TrialResult]]:
+    """What one rung needs: the trials to run (longest first), and the results it keeps as they are.
+
+    A survivor whose epochs do not grow in this rung keeps its latest result
+    (relabelled with this rung) instead of running again. Longest first:
+    with several workers the rung then ends sooner.
+    """
+    to_run, kept = [], []
+    for index in sorted(survivors, key=lambda index: (-rung.epochs_for(specs[index]), index)):
+        previous = latest.get(index)
+        if previous is not None and previous.epochs == rung.epochs_for(specs[index]):
+            kept.append(dataclasses.replace(previous, rung=rung.index))
+        else:
+            to_run.append(specs[index])
+    return to_run, kept
+
+
 @dataclass(frozen=True)
 class SearchRun:
     """A whole search run in one process.
@@ -704,17 +721,13 @@ def run_search(
     rung_results = []
     finetune_epochs = 0
     for rung in plan:
-        results_here = []
-        for index in survivors:
-            spec = specs[index]
-            previous = latest.get(index)
-            if previous is not None and previous.epochs == rung.epochs_for(spec):
-                result = dataclasses.replace(previous, rung=rung.index)
-            else:
-                result = run_trial(parent_a, parent_b, spec, train_states, eval_states, epochs=rung.epochs_for(spec), rung=rung.index)
-                finetune_epochs += result.finetune["epochs_run"]
-            latest[index] = result
+        to_run, kept = rung_work(rung, survivors, specs, latest)
+        results_here = list(kept)
+        for spec in to_run:
+            result = run_trial(parent_a, parent_b, spec, train_states, eval_states, epochs=rung.epochs_for(spec), rung=rung.index)
+            finetune_epochs += result.finetune["epochs_run"]
             results_here.append(result)
+        latest.update({result.index: result for result in results_here})
         rung_results.append(results_here)
         if not rung.final:
             survivors = promote(results_here, config.eta)

@@ -18,6 +18,7 @@ from core.search import (
     parent_baselines,
     promote,
     ranked_rows,
+    rung_work,
     search_report,
     search_states,
     trial_result_from_dict,
@@ -44,15 +45,11 @@ def handle(context: JobContext) -> None:
     failed: dict[str, str] = {}
     survivors = [spec.index for spec in specs]
     for rung in plan:
-        waiting, rung_results, new_trials = False, [], []
-        # Longest trials first: with several workers the rung then ends sooner (longest-processing-time order).
-        for index in sorted(survivors, key=lambda index: (-rung.epochs_for(specs[index]), index)):
-            spec, epochs = specs[index], rung.epochs_for(specs[index])
-            previous = latest.get(index)
-            if previous is not None and previous.epochs == epochs:  # no more epochs in this rung: keep the result
-                latest[index] = dataclasses.replace(previous, rung=rung.index)
-                rung_results.append(latest[index])
-                continue
+        to_run, rung_results = rung_work(rung, survivors, specs, latest)
+        latest.update({result.index: result for result in rung_results})
+        waiting, new_trials = False, []
+        for spec in to_run:
+            index, epochs = spec.index, rung.epochs_for(spec)
             key = f"rung{rung.index}/{spec.trial_id}"
             child = children.get(key)
             if child is None:
