@@ -127,7 +127,12 @@ class JobContext:
         if now - self._last_progress_at < PROGRESS_MIN_INTERVAL_S and fraction < 1.0:
             return
         self._last_progress_at = now
-        values: dict[str, Any] = {"progress": max(0.0, min(1.0, float(fraction))), "heartbeat_at": utcnow()}
+        self._write_progress(fraction, stage)
+
+    def _write_progress(self, fraction: float | None, stage: str | None) -> None:
+        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        if fraction is not None:
+            values["progress"] = max(0.0, min(1.0, float(fraction)))
         if stage is not None:
             values["stage"] = stage[:200]
         with self._session() as session:
@@ -371,7 +376,10 @@ def run_job(job_id: str, handler: Callable[[JobContext], None], settings: Settin
     beat.start()
     status, error = JobStatus.succeeded, None
     try:
-        context.progress(0.0, "running")
+        if context.cancel_event.is_set():
+            raise JobCancelled()
+        # Outside the throttle, so a short wake-up of a composite job can still record its progress.
+        context._write_progress(None, "running")
         handler(context)
     except WaitForChildren as waiting:
         with_db_retries(lambda: park(context, waiting))

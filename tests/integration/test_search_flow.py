@@ -1,5 +1,7 @@
 """The crossover search fanned out as child jobs, on each stack."""
 
+import time
+
 import pytest
 
 from tests.integration.test_recombination_flow import parent, run
@@ -35,7 +37,15 @@ def test_minimal_search_ranks_children_with_parents_and_is_deterministic(stack):
 def test_halving_over_int8_parents_stops_trials_at_rungs(stack):
     parent_a, parent_b = parent(stack, 23), parent(stack, 24)
     int8 = [run(stack, "ptq", checkpoint_id=checkpoint)[0]["output_checkpoint_ids"][0] for checkpoint in (parent_a, parent_b)]
-    job, report = run(stack, "search", parent_a_id=int8[0], parent_b_id=int8[1], preset="default", scheduler="halving", n_states=200)
+    queued = stack.client.post("/jobs/search", json={"parent_a_id": int8[0], "parent_b_id": int8[1], "preset": "default", "scheduler": "halving", "n_states": 200})
+    seen_progress = set()
+    deadline = time.monotonic() + 120
+    while (job := stack.client.get(f"/jobs/{queued.json()['id']}").json())["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        seen_progress.add(job["progress"])
+        time.sleep(0.02)
+    assert job["status"] == "succeeded", job["error"]
+    assert any(0.0 < progress < 1.0 for progress in seen_progress)  # trials done / total, while it ran
+    report = stack.client.get(f"/reports/{job['report_id']}").json()
     scheduler = report["body"]["scheduler"]
     assert len(scheduler["rungs"]) >= 2 and scheduler["rungs"][-1]["final"]
     assert min(scheduler["stopped_at_rung"].values()) == 0 < max(scheduler["stopped_at_rung"].values())
@@ -43,6 +53,7 @@ def test_halving_over_int8_parents_stops_trials_at_rungs(stack):
     assert report["body"]["winner"]["checkpoint_id"]
     # While the last rung ran, the job carried the leaderboard of the earlier rungs.
     partial = stack.client.get(f"/jobs/{job['id']}").json()["summary"]
+    assert job["progress"] == 1.0
     assert partial["rung"] == len(scheduler["rungs"]) - 1 and partial["trials_done"] >= 14
     assert sum(not row["is_parent_baseline"] for row in partial["leaderboard"]) == 14
 
