@@ -9,7 +9,7 @@ from core.artifacts import Checkpoint, float_checkpoint
 from core.crossover import CrossoverConfig, crossover
 from core.finetune import REGIMES, FinetuneConfig, finetune
 from core.metrics import action_agreement
-from core.networks import QNetworkArch, functional_forward, init_network, student_arch
+from core.networks import QNetworkArch, init_network, student_arch
 from core.quantize import inference_forward
 from core.states import SyntheticStates, synthetic_states
 from core.training import TeacherTarget, TrainConfig, train

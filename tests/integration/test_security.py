@@ -22,7 +22,7 @@ import torch
 
 from core.networks import QNetwork, QNetworkArch
 from tests.integration.faults import listening_addresses
-from tests.integration.stack import RecombUp, Stack, postgres_stack
+from tests.integration.stack import RecombUp, postgres_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
