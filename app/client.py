@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
@@ -26,12 +27,11 @@ TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
 EXIT_OK, EXIT_NOT_PASSED, EXIT_ERROR = 0, 1, 2
 REQUEST_TIMEOUT_S = 30.0  # above the server's 10 s event-stream heartbeat
 STREAM_RECONNECTS = 5
+# A busy server answers 429 (or 503) with Retry-After: the client waits as told, a few times, before giving up.
+BUSY_RETRIES = 5
+BUSY_WAIT_MAX_S = 10.0
 RECONNECT_PAUSE_S = 1.0
 PROGRESS_BAR_WIDTH = 24
-# Report sections whose scalar values make the summary table, in this order.
-FIGURE_SECTIONS = ("summary", "held_out", "fidelity", "after", "agreement_on_eval_states", "size", "latency", "chosen", "recommendation")
-# Top-level report fields every report has, so they say nothing about this one.
-BOILERPLATE_FIELDS = {"schema_version", "kind", "passed", "job_id", "torch_version"}
 LEADERBOARD_ROWS_SHOWN = 10
 
 
@@ -42,11 +42,15 @@ class ClientError(Exception):
 class RecombClient:
     """A thin JSON client of the recomb HTTP API."""
 
-    def __init__(self, base_url: str = DEFAULT_URL, api_key: str | None = None, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, base_url: str = DEFAULT_URL, api_key: str | None = None, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=REQUEST_TIMEOUT_S, transport=transport)
+        self.http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=REQUEST_TIMEOUT_S, transport=transport
+        )
 
     @classmethod
     def from_environment(cls, url: str | None = None) -> RecombClient:
@@ -56,14 +60,17 @@ class RecombClient:
         return self._request("GET", path, params={key: value for key, value in params.items() if value is not None})
 
     def submit(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", f"/jobs/{kind}", json=params)
+        # A key of its own, so a submission retried after a 429 or a dropped connection queues one job, not two.
+        return self._request("POST", f"/jobs/{kind}", json=params, headers={"Idempotency-Key": uuid.uuid4().hex})
 
     def report_for(self, identifier: str) -> dict[str, Any]:
         """A report by its id, or the report of a job id."""
         if identifier.startswith("job_"):
             job = self.get(f"/jobs/{identifier}")
             if not job["report_id"]:
-                raise ClientError(f"job {identifier} has no report ({job['status']}{': ' + job['error'] if job['error'] else ''})")
+                raise ClientError(
+                    f"job {identifier} has no report ({job['status']}{': ' + job['error'] if job['error'] else ''})"
+                )
             identifier = job["report_id"]
         return self.get(f"/reports/{identifier}")
 
@@ -79,10 +86,20 @@ class RecombClient:
             raise StreamInterrupted(self._unreachable(error)) from error
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as error:
-            raise ClientError(self._unreachable(error)) from error
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as error:
+                raise ClientError(self._unreachable(error)) from error
+            retry_after = response.headers.get("Retry-After")
+            if (
+                response.status_code not in (429, 503)
+                or retry_after is None
+                or not retry_after.isdigit()
+                or attempt == BUSY_RETRIES
+            ):
+                break
+            time.sleep(min(float(retry_after), BUSY_WAIT_MAX_S))
         self._check(response)
         return response.json()
 
@@ -104,6 +121,13 @@ class StreamInterrupted(ClientError):
     """The event stream could not be opened or broke off mid-way."""
 
 
+def arch_label(arch: dict[str, Any]) -> str:
+    """``8-64-64-4 layernorm relu`` from a checkpoint's ``arch`` record."""
+    widths = arch.get("hidden_sizes") or [arch.get("hidden_size")] * 2
+    dims = "-".join(str(width) for width in (arch.get("input_dim"), *widths, arch.get("output_dim")))
+    return f"{dims} {arch.get('norm', 'layernorm')} {arch.get('activation', 'relu')}"
+
+
 def error_detail(response: httpx.Response) -> str:
     """The server's ``detail`` as one line (validation errors as ``field: message; ...``)."""
     try:
@@ -112,7 +136,9 @@ def error_detail(response: httpx.Response) -> str:
         detail = response.text or response.reason_phrase
     if isinstance(detail, list):
         detail = "; ".join(
-            f"{'.'.join(str(part) for part in item.get('loc', []) if part != 'body')}: {item.get('msg', item)}" if isinstance(item, dict) else str(item)
+            f"{'.'.join(str(part) for part in item.get('loc', []) if part != 'body')}: {item.get('msg', item)}"
+            if isinstance(item, dict)
+            else str(item)
             for item in detail
         )
     return " ".join(str(detail).split())
@@ -120,7 +146,8 @@ def error_detail(response: httpx.Response) -> str:
 
 def parse_event_stream(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Server-sent events as ``(event name, JSON data)``; comments (heartbeats) are skipped."""
-    event, data = "message", []
+    event = "message"
+    data: list[str] = []
     for line in lines:
         if not line:
             if data:
@@ -159,7 +186,9 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
         for depth, name in enumerate(parents):
             target = target.setdefault(name, {})
             if not isinstance(target, dict):
-                raise ClientError(f"--param {key}: {'.'.join(parents[: depth + 1])} is already set to {json.dumps(target)}")
+                raise ClientError(
+                    f"--param {key}: {'.'.join(parents[: depth + 1])} is already set to {json.dumps(target)}"
+                )
         target[leaf] = value
     return params
 
@@ -181,8 +210,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain left-aligned text table."""
     cells = [[format_value(cell) for cell in row] for row in rows]
     widths = [max(len(str(header)), *(len(row[index]) for row in cells)) for index, header in enumerate(headers)]
-    lines = ["  ".join(str(header).ljust(width) for header, width in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(str(header).ljust(width) for header, width in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
 
 
@@ -207,53 +236,44 @@ def progress_line(snapshot: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def flatten_figures(section: dict[str, Any], prefix: str, depth: int = 2) -> list[tuple[str, Any]]:
-    """Scalar values of a report section as ``(dotted.name, value)``, nested dicts up to ``depth``."""
-    figures: list[tuple[str, Any]] = []
-    for key, value in section.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict) and depth > 1:
-            figures += flatten_figures(value, name, depth - 1)
-        elif isinstance(value, (int, float, str, bool)) or value is None:
-            figures.append((name, value))
-    return figures
-
-
 def render_report(report: dict[str, Any]) -> str:
-    """The report's summary: verdict, checks with thresholds, key figures, and a leaderboard if it has one."""
+    """The report's summary: verdict, checks with thresholds, its figures, and a leaderboard if it has one.
+
+    Which figures a report shows is the server's ``figures`` field (``app/reports.py``), the same as the dashboard's.
+    """
     body = report["body"]
-    # PTQ keeps its checks and measurements under ``validation``.
-    measured = body["validation"] if "checks" not in body and isinstance(body.get("validation"), dict) else body
     verdict = "PASSED" if report["passed"] else "FAILED"
     blocks = [f"report {report['id']}  {report['kind']}  job {report['job_id']}  {verdict}"]
-    checks = measured.get("checks") or {}
+    checks = body.get("checks") or {}
     if checks:
-        rows = [
-            (name, check.get("value"), check.get("threshold"), "pass" if check.get("passed") else "FAIL", "gates" if check.get("gates", True) else "info")
+        check_rows = [
+            (
+                name,
+                check["value"],
+                check["threshold"],
+                "pass" if check["passed"] else "FAIL",
+                "gates" if check["gates"] else "info",
+            )
             for name, check in checks.items()
-            if isinstance(check, dict)
         ]
-        blocks.append(table(("check", "value", "threshold", "result", "role"), rows))
-    figures = [(name, value) for name, value in body.items() if name not in BOILERPLATE_FIELDS and (isinstance(value, (int, float, str, bool)))]
-    for section in FIGURE_SECTIONS:
-        if isinstance(measured.get(section), dict):
-            figures += flatten_figures(measured[section], section)
+        blocks.append(table(("check", "value", "threshold", "result", "role"), check_rows))
+    figures = [(figure["name"], figure["value"]) for figure in body["figures"]]
     if figures:
         blocks.append(table(("figure", "value"), figures))
     leaderboard = body.get("leaderboard")
-    if isinstance(leaderboard, list) and leaderboard:
-        rows = [
+    if leaderboard:
+        leaderboard_rows = [
             (
-                row.get("rank"),
-                row.get("trial_id"),
-                row.get("primary_metric"),
-                row.get("child_vs_parent_a_agreement"),
-                row.get("child_vs_parent_b_agreement"),
-                "parent" if row.get("is_parent_baseline") else ("degenerate" if row.get("degenerate") else ""),
+                row["rank"],
+                row["trial_id"],
+                row["primary_metric"],
+                row["child_vs_parent_a_agreement"],
+                row["child_vs_parent_b_agreement"],
+                "parent" if row["is_parent_baseline"] else ("degenerate" if row["degenerate"] else ""),
             )
             for row in leaderboard[:LEADERBOARD_ROWS_SHOWN]
         ]
-        blocks.append(table(("rank", "trial", "primary", "agree A", "agree B", "note"), rows))
+        blocks.append(table(("rank", "trial", "primary", "agree A", "agree B", "note"), leaderboard_rows))
     return "\n\n".join(blocks)
 
 
@@ -267,7 +287,7 @@ def render_lineage(lineage: dict[str, Any]) -> str:
     def describe(node_id: str) -> str:
         node = nodes.get(node_id, {})
         arch = node.get("arch") or {}
-        shape = f"{arch.get('input_dim')}-{arch.get('hidden_size')}-{arch.get('output_dim')}" if arch else ""
+        shape = arch_label(arch) if arch else ""
         return "  ".join(part for part in (node_id, node.get("name") or "", node.get("format", ""), shape) if part)
 
     lines = [describe(lineage["root"])]
@@ -279,7 +299,10 @@ def render_lineage(lineage: dict[str, Any]) -> str:
             last = index == len(edges) - 1
             seen = edge["parent"] in expanded
             job = f"  by {edge['job_id']}" if edge.get("job_id") else ""
-            lines.append(f"{indent}{'└── ' if last else '├── '}{edge['role']}: {describe(edge['parent'])}{job}{'  (see above)' if seen else ''}")
+            lines.append(
+                f"{indent}{'└── ' if last else '├── '}{edge['role']}: "
+                f"{describe(edge['parent'])}{job}{'  (see above)' if seen else ''}"
+            )
             if not seen:
                 expanded.add(edge["parent"])
                 walk(edge["parent"], indent + ("    " if last else "│   "))
@@ -339,7 +362,9 @@ def follow(client: RecombClient, job_id: str, display: ProgressDisplay) -> dict[
                 raise
         reconnects += 1
         if reconnects > STREAM_RECONNECTS:
-            raise ClientError(f"lost the event stream of job {job_id} {STREAM_RECONNECTS} times; try `recomb watch {job_id}` again")
+            raise ClientError(
+                f"lost the event stream of job {job_id} {STREAM_RECONNECTS} times; try `recomb watch {job_id}` again"
+            )
         time.sleep(RECONNECT_PAUSE_S)
 
 
@@ -386,15 +411,22 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 LISTINGS = {
     "jobs": (
         ("id", "kind", "status", "progress", "stage", "created"),
-        lambda job: (job["id"], job["kind"], job["status"], f"{job['progress'] * 100:.0f}%", job["stage"], job["created_at"][:19]),
+        lambda job: (
+            job["id"],
+            job["kind"],
+            job["status"],
+            f"{job['progress'] * 100:.0f}%",
+            job["stage"],
+            job["created_at"][:19],
+        ),
     ),
     "checkpoints": (
-        ("id", "name", "format", "arch (in-hidden-out)", "bytes", "created by", "created"),
+        ("id", "name", "format", "arch", "bytes", "created by", "created"),
         lambda ckpt: (
             ckpt["id"],
             ckpt["name"],
             ckpt["format"],
-            f"{ckpt['arch'].get('input_dim')}-{ckpt['arch'].get('hidden_size')}-{ckpt['arch'].get('output_dim')}",
+            arch_label(ckpt["arch"]),
             ckpt["size_bytes"],
             ckpt["created_by_job"],
             ckpt["created_at"][:19],
@@ -441,15 +473,33 @@ def run_client_command(handler):
 def add_client_commands(commands: argparse._SubParsersAction) -> None:
     """Register submit, watch, report, lineage and ls on the ``recomb`` parser."""
     server = argparse.ArgumentParser(add_help=False)
-    server.add_argument("--url", default=None, help=f"the server (default: $RECOMB_URL or {DEFAULT_URL}); the API key comes from $RECOMB_API_KEY")
+    server.add_argument(
+        "--url",
+        default=None,
+        help=f"the server (default: $RECOMB_URL or {DEFAULT_URL}); the API key comes from $RECOMB_API_KEY",
+    )
 
     submit = commands.add_parser("submit", parents=[server], help="queue a job (prints its id)")
     submit.add_argument("kind", help="job kind, e.g. distill, ptq, crossover, search")
-    submit.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE", help="a job parameter; JSON values, dotted keys nest (states.synthetic.seed=3)")
-    submit.add_argument("--watch", "-w", action="store_true", help="follow it with a progress bar and print its report; exit 0 only if it succeeded and passed")
+    submit.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a job parameter; JSON values, dotted keys nest (states.synthetic.seed=3)",
+    )
+    submit.add_argument(
+        "--watch",
+        "-w",
+        action="store_true",
+        help="follow it with a progress bar and print its report; exit 0 only if it succeeded and passed",
+    )
     submit.set_defaults(handler=run_client_command(cmd_submit))
 
-    watch = commands.add_parser("watch", parents=[server], help="follow a job with a progress bar, then print its report")
+    watch = commands.add_parser(
+        "watch", parents=[server], help="follow a job with a progress bar, then print its report"
+    )
     watch.add_argument("job")
     watch.set_defaults(handler=run_client_command(cmd_watch))
 
@@ -467,5 +517,7 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     listing.add_argument("resource", choices=sorted(LISTINGS))
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--kind", default=None, help="jobs and reports: only this kind")
-    listing.add_argument("--status", default=None, help="jobs only: queued, running, waiting, succeeded, failed, cancelled")
+    listing.add_argument(
+        "--status", default=None, help="jobs only: queued, running, waiting, succeeded, failed, cancelled"
+    )
     listing.set_defaults(handler=run_client_command(cmd_ls))

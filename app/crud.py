@@ -2,70 +2,53 @@
 
 from __future__ import annotations
 
+import io
 from collections import deque
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, col, select
 
 from app.models import Checkpoint, Job, LineageEdge, StateBuffer, new_id
 from app.store import ArtifactStore
-from core import artifacts
-from core.states import dump_npy, load_npy, synthetic_states, validate_states
+from core import checkpoint_file
+from core.checkpoint_file import CheckpointFile
+from core.states import dump_actions, dump_npy, load_npy, synthetic_states, validate_states
+
+if TYPE_CHECKING:
+    from core import artifacts
 
 LINEAGE_MAX_NODES = 500
-RowT = TypeVar("RowT", bound=SQLModel)
-
-
-def find_idempotent(session: Session, model: type[RowT], idempotency_key: str | None) -> RowT | None:
-    """The row an earlier request with this ``Idempotency-Key`` created, if any."""
-    if not idempotency_key:
-        return None
-    return session.exec(select(model).where(model.idempotency_key == idempotency_key)).first()
-
-
-def commit_idempotent(session: Session, row: RowT, model: type[RowT], idempotency_key: str | None) -> tuple[RowT, bool]:
-    """Commit ``row``; returns ``(row, True)``, or the row of a concurrent request with the same key and False."""
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        if not idempotency_key:
-            raise
-        return session.exec(select(model).where(model.idempotency_key == idempotency_key)).one(), False
-    session.refresh(row)
-    return row, True
 
 
 def create_checkpoint(
     session: Session,
     store: ArtifactStore,
-    checkpoint: artifacts.Checkpoint,
+    checkpoint: CheckpointFile | artifacts.Checkpoint,
     *,
     checkpoint_id: str | None = None,
     name: str | None = None,
     job_id: str | None = None,
     output_index: int = 0,
-    idempotency_key: str | None = None,
 ) -> Checkpoint:
-    """Encode ``checkpoint``, store its bytes by hash and add its row."""
-    data = artifacts.encode(checkpoint)
-    sha256 = artifacts.sha256_hex(data)
+    """Encode ``checkpoint`` (numpy or torch), store its bytes by hash and add its row."""
+    stored = checkpoint if isinstance(checkpoint, CheckpointFile) else checkpoint.to_file()
+    data = checkpoint_file.encode(stored)
+    sha256 = checkpoint_file.sha256_hex(data)
     store.put(session, sha256, data)
     row = Checkpoint(
         id=checkpoint_id or new_id("ckpt"),
         name=name,
-        arch=checkpoint.arch.to_dict(),
-        format=checkpoint.format,
-        dtype="int8" if checkpoint.format == "int8" else "float32",
-        quantization=checkpoint.quantization,
+        arch=stored.arch.to_dict(),
+        format=stored.format,
+        dtype="int8" if stored.format == "int8" else "float32",
+        source_format=stored.source_format,
+        quantization=stored.quantization,
         sha256=sha256,
         size_bytes=len(data),
-        param_bytes=checkpoint.param_bytes,
+        param_bytes=stored.param_bytes,
         created_by_job=job_id,
         output_index=output_index,
-        idempotency_key=idempotency_key,
     )
     session.add(row)
     return row
@@ -75,19 +58,55 @@ def add_lineage(session: Session, parent_id: str, child_id: str, role: str, job_
     session.add(LineageEdge(parent_id=parent_id, child_id=child_id, role=role, job_id=job_id))
 
 
+def read_checkpoint_file(session: Session, store: ArtifactStore, row: Checkpoint) -> CheckpointFile:
+    """The stored checkpoint as numpy arrays (what the web process reads)."""
+    return checkpoint_file.decode(store.get(session, row.sha256))
+
+
 def read_checkpoint(session: Session, store: ArtifactStore, row: Checkpoint) -> artifacts.Checkpoint:
-    return artifacts.decode(store.get(session, row.sha256))
+    """The stored checkpoint as torch tensors (what the stages compute with)."""
+    # Imported here: core.artifacts loads torch, which the web process never needs.
+    from core import artifacts
+
+    return artifacts.from_file(read_checkpoint_file(session, store, row))
 
 
 def create_state_buffer(
-    session: Session, store: ArtifactStore, states: np.ndarray, *, name: str | None = None, idempotency_key: str | None = None
+    session: Session,
+    store: ArtifactStore,
+    states: np.ndarray,
+    *,
+    actions: np.ndarray | None = None,
+    name: str | None = None,
 ) -> StateBuffer:
     data = dump_npy(states)
-    sha256 = artifacts.sha256_hex(data)
+    sha256 = checkpoint_file.sha256_hex(data)
     store.put(session, sha256, data)
-    row = StateBuffer(name=name, n=int(states.shape[0]), dim=int(states.shape[1]), sha256=sha256, size_bytes=len(data), idempotency_key=idempotency_key)
+    actions_sha256 = actions_max = None
+    if actions is not None:
+        actions_data = dump_actions(actions)
+        actions_sha256 = checkpoint_file.sha256_hex(actions_data)
+        store.put(session, actions_sha256, actions_data)
+        actions_max = int(actions.max()) if actions.size else None
+    row = StateBuffer(
+        name=name,
+        n=int(states.shape[0]),
+        dim=int(states.shape[1]),
+        sha256=sha256,
+        size_bytes=len(data),
+        actions_sha256=actions_sha256,
+        actions_max=actions_max,
+    )
     session.add(row)
     return row
+
+
+def read_actions(session: Session, store: ArtifactStore, states_id: str) -> np.ndarray | None:
+    """The actions stored with a state buffer (int64), or None."""
+    row = session.get(StateBuffer, states_id)
+    if row is None or row.actions_sha256 is None:
+        return None
+    return np.load(io.BytesIO(store.get(session, row.actions_sha256)), allow_pickle=False)
 
 
 def read_states(session: Session, store: ArtifactStore, states_id: str | None, synthetic, input_dim: int) -> np.ndarray:
@@ -102,7 +121,9 @@ def read_states(session: Session, store: ArtifactStore, states_id: str | None, s
 
 def lineage_parent(session: Session, child_id: str, role: str) -> str | None:
     """The parent recorded for ``child_id`` under ``role`` (e.g. ``parent_a``), if any."""
-    return session.exec(select(LineageEdge.parent_id).where(LineageEdge.child_id == child_id, LineageEdge.role == role)).first()
+    return session.exec(
+        select(LineageEdge.parent_id).where(LineageEdge.child_id == child_id, LineageEdge.role == role)
+    ).first()
 
 
 def training_states_seed(session: Session, checkpoint_id: str) -> int | None:
@@ -123,9 +144,12 @@ def lineage(session: Session, checkpoint_id: str) -> tuple[list[Checkpoint], lis
     frontier = deque([start.id])
     while frontier and len(nodes) < LINEAGE_MAX_NODES:
         child_id = frontier.popleft()
-        for edge in session.exec(select(LineageEdge).where(LineageEdge.child_id == child_id).order_by(LineageEdge.id)):
+        for edge in session.exec(
+            select(LineageEdge).where(LineageEdge.child_id == child_id).order_by(col(LineageEdge.id))
+        ):
             edges.append(edge)
-            if edge.parent_id not in nodes:
-                nodes[edge.parent_id] = session.get(Checkpoint, edge.parent_id)
+            parent = session.get(Checkpoint, edge.parent_id) if edge.parent_id not in nodes else None
+            if parent is not None:
+                nodes[edge.parent_id] = parent
                 frontier.append(edge.parent_id)
     return list(nodes.values()), edges

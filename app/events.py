@@ -54,9 +54,7 @@ def read_snapshot(settings: Settings, job_id: str) -> JobSnapshot | None:
             return None
         report_id = session.exec(select(Report.id).where(Report.job_id == job_id)).first()
         counts = dict(
-            session.exec(
-                select(Job.status, func.count()).where(Job.parent_job_id == job_id).group_by(Job.status)
-            ).all()
+            session.exec(select(Job.status, func.count()).where(Job.parent_job_id == job_id).group_by(Job.status)).all()
         )
     return JobSnapshot(
         id=job.id,

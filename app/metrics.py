@@ -6,7 +6,8 @@ the same answer and a restart loses nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from amqp.exceptions import ChannelError
 from celery import Celery
@@ -14,12 +15,12 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from app.core.config import Settings
 from app.core.db import get_engine
 from app.core.queue import queue_depth
-from app.jobs import JOB_PARAMS
+from app.jobs import JOB_KINDS
 from app.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report
 
 # Seconds; from a 50 ms PTQ job to an hour-long search.
@@ -38,11 +39,15 @@ class RecombCollector(Collector):
             job_counts = session.exec(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)).all()
             finished = session.exec(
                 select(Job.kind, Job.status, Job.started_at, Job.finished_at).where(
-                    Job.status.in_(TERMINAL_STATUSES), Job.started_at.is_not(None), Job.finished_at.is_not(None)
+                    col(Job.status).in_(TERMINAL_STATUSES),
+                    col(Job.started_at).is_not(None),
+                    col(Job.finished_at).is_not(None),
                 )
             ).all()
             checkpoint_counts = session.exec(select(Checkpoint.format, func.count()).group_by(Checkpoint.format)).all()
-            report_counts = session.exec(select(Report.kind, Report.passed, func.count()).group_by(Report.kind, Report.passed)).all()
+            report_counts = session.exec(
+                select(Report.kind, Report.passed, func.count()).group_by(col(Report.kind), col(Report.passed))
+            ).all()
         yield self._jobs(job_counts)
         yield self._durations(finished)
         yield from self._queue()
@@ -50,16 +55,18 @@ class RecombCollector(Collector):
         for checkpoint_format, count in checkpoint_counts:
             checkpoints.add_metric([checkpoint_format], count)
         yield checkpoints
-        reports = GaugeMetricFamily("recomb_reports", "Reports by kind and whether they passed.", labels=["kind", "passed"])
+        reports = GaugeMetricFamily(
+            "recomb_reports", "Reports by kind and whether they passed.", labels=["kind", "passed"]
+        )
         for kind, passed, count in report_counts:
             reports.add_metric([kind, str(bool(passed)).lower()], count)
         yield reports
 
     @staticmethod
-    def _jobs(counts: list[tuple[str, JobStatus, int]]) -> GaugeMetricFamily:
+    def _jobs(counts: Sequence[tuple[Any, ...]]) -> GaugeMetricFamily:
         by_key = {(kind, JobStatus(status).value): count for kind, status, count in counts}
         # Every known kind gets every status (0 included), so series do not vanish between scrapes.
-        kinds = sorted(set(JOB_PARAMS) | {kind for kind, _ in by_key})
+        kinds = sorted(set(JOB_KINDS) | {kind for kind, _ in by_key})
         gauge = GaugeMetricFamily("recomb_jobs", "Jobs by kind and status.", labels=["kind", "status"])
         for kind in kinds:
             for status in JobStatus:
@@ -67,11 +74,13 @@ class RecombCollector(Collector):
         return gauge
 
     @staticmethod
-    def _durations(rows: list[tuple]) -> HistogramMetricFamily:
+    def _durations(rows: Sequence[tuple[Any, ...]]) -> HistogramMetricFamily:
         samples: dict[tuple[str, str], list[float]] = {}
         for kind, status, started_at, finished_at in rows:
             # Clamped: clocks of different worker machines may disagree by a little.
-            samples.setdefault((kind, JobStatus(status).value), []).append(max(0.0, (finished_at - started_at).total_seconds()))
+            samples.setdefault((kind, JobStatus(status).value), []).append(
+                max(0.0, (finished_at - started_at).total_seconds())
+            )
         histogram = HistogramMetricFamily(
             "recomb_job_duration_seconds",
             "Run time of finished jobs (started_at to finished_at of their last run), by kind and final status.",

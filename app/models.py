@@ -7,8 +7,8 @@ describe it. JSON columns hold architecture, params and report bodies.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
@@ -16,14 +16,14 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """``waiting``: a composite job (search, pipeline) whose children are running; it is re-queued when one finishes."""
 
     queued = "queued"
@@ -60,10 +60,26 @@ class Job(SQLModel, table=True):
     claim_token: str | None = Field(default=None, max_length=40)
     cancel_requested: bool = False
     parent_job_id: str | None = Field(default=None, foreign_key="jobs.id", index=True, max_length=40)
-    child_key: str | None = Field(default=None, max_length=120, description="the child's name within its parent (unique per parent)")
-    summary: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True), description="partial results while running")
-    wake_interval_s: float | None = Field(default=None, description="waiting: None wakes on every finished child; else when all are, or at most this often")
-    idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
+    child_key: str | None = Field(
+        default=None, max_length=120, description="the child's name within its parent (unique per parent)"
+    )
+    summary: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True), description="partial results while running"
+    )
+    wake_interval_s: float | None = Field(
+        default=None,
+        description="waiting: None wakes on every finished child; else when all are, or at most this often",
+    )
+    owner: str = Field(
+        default="",
+        max_length=64,
+        description="fingerprint of the API key that queued it (children inherit it); '' when the API is open",
+    )
+    claimed_by: str | None = Field(
+        default=None,
+        max_length=120,
+        description="host:pid of the worker running it, so a supervisor can re-queue it when that process dies",
+    )
     created_at: datetime = Field(default_factory=utcnow, index=True)
     published_at: datetime | None = None
     started_at: datetime | None = None
@@ -78,13 +94,15 @@ class Checkpoint(SQLModel, table=True):
     arch: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     format: str = Field(max_length=16)
     dtype: str = Field(max_length=16, description="storage dtype of the Linear weights")
+    source_format: str = Field(
+        default="recomb", max_length=16, description="the layout the network came from (what a pt export restores)"
+    )
     quantization: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     sha256: str = Field(index=True, max_length=64)
     size_bytes: int
     param_bytes: int
     created_by_job: str | None = Field(default=None, foreign_key="jobs.id", index=True, max_length=40)
     output_index: int = 0
-    idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
@@ -106,8 +124,17 @@ class StateBuffer(SQLModel, table=True):
     dim: int
     sha256: str = Field(index=True, max_length=64)
     size_bytes: int
-    idempotency_key: str | None = Field(default=None, unique=True, max_length=200)
+    actions_sha256: str | None = Field(
+        default=None, max_length=64, description="the actions recorded with the states (int64 .npy), if uploaded"
+    )
+    actions_max: int | None = Field(
+        default=None, description="the largest recorded action index, checked against a network's outputs"
+    )
     created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def has_actions(self) -> bool:
+        return self.actions_sha256 is not None
 
 
 class Report(SQLModel, table=True):
@@ -118,4 +145,16 @@ class Report(SQLModel, table=True):
     schema_version: str = Field(max_length=16)
     passed: bool
     body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """What a POST with an ``Idempotency-Key`` created, scoped to its caller and route (see ``app.idempotency``)."""
+
+    __tablename__ = "idempotency_keys"
+    owner: str = Field(primary_key=True, max_length=64)
+    route: str = Field(primary_key=True, max_length=80)
+    key: str = Field(primary_key=True, max_length=200)
+    request_sha256: str = Field(max_length=64)
+    resource_id: str = Field(max_length=40)
     created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -3,27 +3,84 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from app.models import JobStatus
+from app.reports import ReportBody
+from core.arch import MAX_HIDDEN_LAYERS, MAX_WIDTH, PARENT_DROPOUT, Activation, Norm, QNetworkArch
 
 ItemT = TypeVar("ItemT")
 
 
 class ArchSchema(BaseModel):
-    """Q-network architecture, in the reference constructor's names."""
+    """An MLP Q-network: ``hidden_sizes`` widths, each a Linear, optional LayerNorm, activation and dropout.
 
-    model_config = ConfigDict(extra="forbid")
-    input_dim: int = Field(8, ge=1, le=4096)
-    hidden_size: int = Field(64, ge=1, le=4096)
-    output_dim: int = Field(4, ge=1, le=4096)
-    dropout_rate: float = Field(0.1, ge=0.0, lt=1.0)
+    The defaults are the reference layout (8-64-64-4, LayerNorm, ReLU,
+    dropout 0.1). ``hidden_size`` is shorthand for two equal layers.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "input_dim": 8,
+                    "hidden_sizes": [64, 64],
+                    "output_dim": 4,
+                    "norm": "layernorm",
+                    "activation": "relu",
+                    "dropout_rate": 0.1,
+                }
+            ]
+        },
+    )
+    input_dim: int = Field(8, ge=1, le=MAX_WIDTH, description="width of a state (observation)")
+    hidden_sizes: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_HIDDEN_LAYERS,
+        description=f"1-{MAX_HIDDEN_LAYERS} widths in [1, {MAX_WIDTH}]; default [64, 64]",
+    )
+    hidden_size: int | None = Field(default=None, ge=1, le=MAX_WIDTH, description="shorthand for hidden_sizes [h, h]")
+    output_dim: int = Field(4, ge=1, le=MAX_WIDTH, description="actions: one Q-value each")
+    norm: Norm = Field("layernorm", description="normalisation after each hidden Linear")
+    activation: Activation = Field("relu", description="activation of each hidden layer")
+    dropout_rate: float = Field(PARENT_DROPOUT, ge=0.0, lt=1.0, description="dropout after each hidden layer")
+
+    @model_validator(mode="after")
+    def _one_width_form(self) -> ArchSchema:
+        if self.hidden_size is not None and self.hidden_sizes is not None:
+            raise PydanticCustomError("arch", "give hidden_sizes or hidden_size (two equal layers), not both")
+        return self
+
+    def to_arch(self) -> QNetworkArch:
+        widths = self.hidden_sizes or ([self.hidden_size] * 2 if self.hidden_size else [64, 64])
+        return QNetworkArch(
+            self.input_dim, tuple(widths), self.output_dim, self.norm, self.activation, self.dropout_rate
+        )
 
 
 class SyntheticCheckpointCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"arch": {"input_dim": 8, "hidden_size": 64, "output_dim": 4}, "seed": 0}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "arch": {
+                        "input_dim": 8,
+                        "hidden_sizes": [64, 64],
+                        "output_dim": 4,
+                        "norm": "layernorm",
+                        "activation": "relu",
+                    },
+                    "seed": 0,
+                }
+            ]
+        },
+    )
     arch: ArchSchema = Field(default_factory=ArchSchema)
     seed: int = Field(..., ge=0, le=2**63 - 1)
     name: str | None = Field(default=None, max_length=200)
@@ -36,6 +93,9 @@ class CheckpointPublic(BaseModel):
     arch: dict[str, Any]
     format: str
     dtype: str
+    source_format: str = Field(
+        description="the layout the network came from: reference, cleanrl, sb3, safetensors or recomb"
+    )
     quantization: dict[str, Any] | None
     sha256: str
     size_bytes: int
@@ -52,6 +112,9 @@ class StatesPublic(BaseModel):
     dim: int
     sha256: str
     size_bytes: int
+    has_actions: bool = Field(
+        description="the upload carried the actions the agent took; validators then report agreement with them"
+    )
     created_at: datetime
 
 
@@ -80,7 +143,9 @@ class JobPublic(BaseModel):
     attempts: int
     cancel_requested: bool
     parent_job_id: str | None
-    summary: dict[str, Any] | None = Field(default=None, description="partial results of a running composite job, e.g. the search leaderboard so far")
+    summary: dict[str, Any] | None = Field(
+        default=None, description="partial results of a running composite job, e.g. the search leaderboard so far"
+    )
     created_at: datetime
     started_at: datetime | None
     heartbeat_at: datetime | None
@@ -101,7 +166,9 @@ class ReportSummary(BaseModel):
 
 
 class ReportPublic(ReportSummary):
-    body: dict[str, Any]
+    body: ReportBody = Field(
+        description="the report of one job kind (`kind` tells which), with the computed `figures` it shows"
+    )
 
 
 # The largest OFFSET SQLite and PostgreSQL accept (a signed 64-bit integer); beyond it they fail, not page.

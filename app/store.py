@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from app.core.config import Settings
@@ -30,8 +31,13 @@ class ArtifactStore(Protocol):
 
 class DatabaseStore:
     def put(self, session: Session, sha256: str, data: bytes) -> None:
-        if session.get(Blob, sha256) is None:
-            session.add(Blob(sha256=sha256, size_bytes=len(data), data=data))
+        # Two requests storing the same bytes at once both insert: the second must be a no-op, not a unique violation.
+        insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        session.exec(
+            insert(Blob)
+            .values(sha256=sha256, size_bytes=len(data), data=data)
+            .on_conflict_do_nothing(index_elements=["sha256"])
+        )
 
     def get(self, session: Session, sha256: str) -> bytes:
         blob = session.get(Blob, sha256)

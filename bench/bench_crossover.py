@@ -41,8 +41,14 @@ MERGES = {
 
 def trained(teacher: Checkpoint, arch: QNetworkArch, states: torch.Tensor, seed: int) -> Checkpoint:
     """The baseline distillation recipe: 25 epochs, batch 64, lr 1e-3, soft KL at T 3."""
-    teacher_q = functional_forward(teacher.tensors, states)
-    result = train(init_network(arch, seed), states, [TeacherTarget(teacher_q)], TrainConfig(epochs=25, lr=1e-3, batch_size=64, seed=seed))
+    teacher_q = functional_forward(teacher.arch, teacher.tensors, states)
+    result = train(
+        arch,
+        init_network(arch, seed).state_dict(),
+        states,
+        [TeacherTarget(teacher_q)],
+        TrainConfig(epochs=25, lr=1e-3, batch_size=64, seed=seed),
+    )
     return float_checkpoint(result.state_dict, arch)
 
 
@@ -60,9 +66,9 @@ def median_us(run, repeats: int) -> float:
 
 
 def min_agreement(child: Checkpoint, parent_a: Checkpoint, parent_b: Checkpoint, states: torch.Tensor) -> dict:
-    child_q = functional_forward(child.tensors, states)
-    agree_a = action_agreement(functional_forward(parent_a.tensors, states), child_q)
-    agree_b = action_agreement(functional_forward(parent_b.tensors, states), child_q)
+    child_q = functional_forward(child.arch, child.tensors, states)
+    agree_a = action_agreement(functional_forward(parent_a.arch, parent_a.tensors, states), child_q)
+    agree_b = action_agreement(functional_forward(parent_b.arch, parent_b.tensors, states), child_q)
     return {"agree_a": agree_a, "agree_b": agree_b, "min": min(agree_a, agree_b)}
 
 
@@ -78,13 +84,16 @@ def quality(scenario: str, train_states: torch.Tensor, eval_states: torch.Tensor
         else:
             parent_a = trained(teacher(0), TEACHER_ARCH, train_states, seed_a)
             parent_b = trained(teacher(0), TEACHER_ARCH, train_states, seed_b)
-        parents_q = [functional_forward(parent.tensors, eval_states) for parent in (parent_a, parent_b)]
+        parents_q = [functional_forward(parent.arch, parent.tensors, eval_states) for parent in (parent_a, parent_b)]
         run = {"seeds": [seed_a, seed_b], "parent_agreement": action_agreement(*parents_q)}
         for name, config in MERGES.items():
             child = crossover(parent_a, parent_b, config, train_states).child
             run[name] = min_agreement(child, parent_a, parent_b, eval_states)
             if name in ("weighted", "aligned_activations_repair"):
-                for tune_name, tune in (("medium_toward_a", FinetuneConfig(regime="medium")), ("medium_dual_0.5", FinetuneConfig(regime="medium", teacher_weight_a=0.5))):
+                for tune_name, tune in (
+                    ("medium_toward_a", FinetuneConfig(regime="medium")),
+                    ("medium_dual_0.5", FinetuneConfig(regime="medium", teacher_weight_a=0.5)),
+                ):
                     tuned = finetune(child, parent_a, train_states, tune, reference_b=parent_b).child
                     run[f"{name}+{tune_name}"] = min_agreement(tuned, parent_a, parent_b, eval_states)
         runs.append(run)
@@ -112,18 +121,29 @@ def main() -> None:
     )
     for name, n_states in timing_states.items():
         states = train_states[:n_states] if n_states else None
-        crossover_us[f"{name}_{n_states}_states"] = median_us(lambda config=MERGES[name], states=states: crossover(parent_a, parent_b, config, states), repeats=50)
-    crossover_us["aligned_activations_1000_states"] = median_us(lambda: crossover(parent_a, parent_b, MERGES["aligned_activations"], train_states[:1000]), repeats=50)
+        crossover_us[f"{name}_{n_states}_states"] = median_us(
+            lambda config=MERGES[name], states=states: crossover(parent_a, parent_b, config, states), repeats=50
+        )
+    crossover_us["aligned_activations_1000_states"] = median_us(
+        lambda: crossover(parent_a, parent_b, MERGES["aligned_activations"], train_states[:1000]), repeats=50
+    )
 
     student_a = trained(teacher(0), student_arch(TEACHER_ARCH), train_states, 0)
     student_b = trained(teacher(1), student_arch(TEACHER_ARCH), train_states, 1)
     child = crossover(student_a, student_b, CrossoverConfig()).child
-    finetune_seconds = [finetune(child, student_a, train_states, FinetuneConfig(regime="medium")).elapsed_seconds for _ in range(5)]
+    finetune_seconds = [
+        finetune(child, student_a, train_states, FinetuneConfig(regime="medium")).elapsed_seconds for _ in range(5)
+    ]
     tuned = finetune(child, student_a, train_states, FinetuneConfig(regime="medium")).child
-    tuned_reference_dropout = finetune(child, student_a, train_states, FinetuneConfig(regime="medium", dropout_rate=None)).child
+    tuned_reference_dropout = finetune(
+        child, student_a, train_states, FinetuneConfig(regime="medium", dropout_rate=None)
+    ).child
 
     def agree_with_a(model: Checkpoint) -> float:
-        return action_agreement(functional_forward(student_a.tensors, eval_states), functional_forward(model.tensors, eval_states))
+        return action_agreement(
+            functional_forward(student_a.arch, student_a.tensors, eval_states),
+            functional_forward(model.arch, model.tensors, eval_states),
+        )
 
     report = {
         "torch_version": torch.__version__,

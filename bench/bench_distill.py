@@ -5,13 +5,13 @@ Writes ``bench/results/distill.json``. Run from the repository root:
 
 Baseline: 8-64-4 teacher from ``init_network(QNetworkArch(), 0)``, 5000
 synthetic states (seed 42), T 3, alpha 1, 25 epochs, lr 1e-3, batch 64, 10 %
-validation (1,775 optimizer steps), default (teacher-subset) init. Times
-exclude imports and are the median
+validation (1,775 optimizer steps), the default (shared) init and optimiser.
+Times exclude imports and are the median
 of ``RUNS`` runs of ``core.distill.distill`` (teacher forward, training,
 per-epoch validation, checkpoint), as wall time and as this process's CPU
 time (the less noisy figure on a shared machine). Quality is reported for
-both teachers with the default init and, for comparison, the reference's
-random init.
+both teachers with each init; what the init does to the children is
+measured in ``bench/bench_recombination.py``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from core.states import SyntheticStates, synthetic_states  # noqa: E402
 
 import_seconds = time.perf_counter() - import_started
 RUNS = 7
-BASELINE = DistillConfig(temperature=3.0, alpha=1.0, epochs=25, lr=1e-3, batch_size=64, val_fraction=0.1)
+BASELINE = DistillConfig(epochs=25, batch_size=64)
 REFERENCE_SECONDS = 2.7
 
 
@@ -58,14 +58,14 @@ def main() -> dict:
         cpu.append(time.process_time() - cpu_started)
         train_wall.append(result.elapsed_seconds)
 
-    quality: dict[str, dict] = {"teacher_init": {}, "random_init": {}}
+    quality: dict[str, dict] = {"shared_init": {}, "teacher_init": {}, "random_init": {}}
     for init, figures in quality.items():
         config = dataclasses.replace(BASELINE, init=init.removesuffix("_init"))
         for seed, teacher in teachers.items():
             result = distill(teacher, states, config)
             with torch.inference_mode():
-                teacher_q = functional_forward(teacher.tensors, fresh_states)
-                student_q = functional_forward(result.student.tensors, fresh_states)
+                teacher_q = functional_forward(teacher.arch, teacher.tensors, fresh_states)
+                student_q = functional_forward(result.student.arch, result.student.tensors, fresh_states)
             figures[f"teacher_seed_{seed}"] = {
                 "initial_val_action_agreement": result.initial.action_agreement,
                 "val_action_agreement": result.final.action_agreement,
@@ -83,7 +83,9 @@ def main() -> dict:
             "n_states": 5000,
             "epochs": 25,
             "batch_size": 64,
-            "lr": 1e-3,
+            "lr": BASELINE.lr,
+            "adam_betas": list(BASELINE.adam_betas),
+            "ema_decay": BASELINE.ema_decay,
             "temperature": 3.0,
             "init": BASELINE.init,
             "optimizer_steps": steps,

@@ -35,8 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core import metrics  # noqa: E402
 from core.artifacts import Checkpoint, encode, float_checkpoint  # noqa: E402
 from core.networks import LAYERNORM_EPS, QNetworkArch, init_network, network_from_state_dict, student_arch  # noqa: E402
-from core.quantize import PTQConfig, quantize_dynamic, quantize_static  # noqa: E402
-from core.quantize import inference_forward  # noqa: E402
+from core.quantize import (  # noqa: E402
+    PTQConfig,
+    inference_forward,  # noqa: E402
+    quantize_dynamic,
+    quantize_static,
+)
 from core.states import SyntheticStates, synthetic_states  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quantize.json"
@@ -93,7 +97,9 @@ def bench_network(model: torch.nn.Module, eval_states: torch.Tensor, calibration
     static = quantize_static(float_ckpt, calibration_states, PTQConfig(mode="static")).checkpoint
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch_ao = torch.ao.quantization.quantize_dynamic(network_from_state_dict(float_ckpt.tensors), {torch.nn.Linear}, torch.qint8)
+        torch_ao = torch.ao.quantization.quantize_dynamic(
+            network_from_state_dict(float_ckpt.tensors), {torch.nn.Linear}, torch.qint8
+        )
         int8_kernel = int8_kernel_forward(dynamic)
     int_mm_static = int_mm_static_forward(static)
     paths: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -112,7 +118,10 @@ def bench_network(model: torch.nn.Module, eval_states: torch.Tensor, calibration
     # Same integers as the float-kernel emulation; only the float epilogue rounds
     # differently, which can move a later activation by one step at a rounding tie.
     int_mm_gap = metrics.max_abs_error(outputs["int8_static"], outputs["int8_kernel_static_int_mm"])
-    figures = {name: time_path(forward, eval_states) | {"agreement_with_float": agreements[name]} for name, forward in paths.items()}
+    figures = {
+        name: time_path(forward, eval_states) | {"agreement_with_float": agreements[name]}
+        for name, forward in paths.items()
+    }
     float_file, dynamic_file, static_file = (len(encode(checkpoint)) for checkpoint in (float_ckpt, dynamic, static))
     return {
         "arch": float_ckpt.arch.describe(),
@@ -138,7 +147,9 @@ def int8_kernel_forward(checkpoint: Checkpoint) -> Callable[[torch.Tensor], torc
     tensors = checkpoint.tensors
     packed = {}
     for index in (0, 4, 8):
-        weight = torch._make_per_tensor_quantized_tensor(tensors[f"network.{index}.weight"], float(tensors[f"network.{index}.weight_scale"]), 0)
+        weight = torch._make_per_tensor_quantized_tensor(
+            tensors[f"network.{index}.weight"], float(tensors[f"network.{index}.weight_scale"]), 0
+        )
         packed[index] = torch.ops.quantized.linear_prepack(weight, tensors[f"network.{index}.bias"])
     norms = {index: (tensors[f"network.{index}.weight"], tensors[f"network.{index}.bias"]) for index in (1, 5)}
 
@@ -164,9 +175,21 @@ def int_mm_static_forward(checkpoint: Checkpoint) -> Callable[[torch.Tensor], to
         zero_point = int(tensors[f"network.{index}.input_zero_point"])
         weight = tensors[f"network.{index}.weight"]
         output_scale = tensors[f"network.{index}.input_scale"] * tensors[f"network.{index}.weight_scale"]
-        shift_bias = tensors[f"network.{index}.bias"] + output_scale * (128 - zero_point) * weight.to(torch.float32).sum(dim=1)
+        shift_bias = tensors[f"network.{index}.bias"] + output_scale * (128 - zero_point) * weight.to(
+            torch.float32
+        ).sum(dim=1)
         inverse_scale = (1.0 / tensors[f"network.{index}.input_scale"]).reshape(())
-        layers.append((inverse_scale, float(-zero_point), float(255 - zero_point), float(zero_point - 128), weight.t().contiguous(), output_scale, shift_bias))
+        layers.append(
+            (
+                inverse_scale,
+                float(-zero_point),
+                float(255 - zero_point),
+                float(zero_point - 128),
+                weight.t().contiguous(),
+                output_scale,
+                shift_bias,
+            )
+        )
     norms = [(tensors[f"network.{index}.weight"], tensors[f"network.{index}.bias"]) for index in (1, 5)]
 
     def linear(layer: tuple, inputs: torch.Tensor) -> torch.Tensor:
@@ -191,7 +214,10 @@ def time_path(forward: Callable[[torch.Tensor], torch.Tensor], states: torch.Ten
     }
     for batch_size in BATCH_SIZES:
         batch = states[:batch_size]
-        runs = [metrics.measure_throughput(forward, batch, THROUGHPUT_WARMUP, THROUGHPUT_TIMED).states_per_sec for _ in range(ROUNDS)]
+        runs = [
+            metrics.measure_throughput(forward, batch, THROUGHPUT_WARMUP, THROUGHPUT_TIMED).states_per_sec
+            for _ in range(ROUNDS)
+        ]
         figures[f"states_per_sec_at_{batch_size}"] = float(np.median(runs))
     return figures
 
@@ -225,19 +251,28 @@ def check_targets(networks: dict) -> dict:
     checks = {
         "student_int8_latency_median_us_max": served["latency_median_us"],
         "student_int8_states_per_sec_at_256_min": served["states_per_sec_at_256"],
-        "param_compression_min": min(student["size"]["param_compression_dynamic"], parent["size"]["param_compression_dynamic"]),
+        "param_compression_min": min(
+            student["size"]["param_compression_dynamic"], parent["size"]["param_compression_dynamic"]
+        ),
         "student_file_compression_min": student["size"]["file_compression_dynamic"],
         "parent_file_compression_min": parent["size"]["file_compression_dynamic"],
     }
     return {
-        name: {"value": value, "target": TARGETS[name], "met": value <= TARGETS[name] if name.endswith("_max") else value >= TARGETS[name]}
+        name: {
+            "value": value,
+            "target": TARGETS[name],
+            "met": value <= TARGETS[name] if name.endswith("_max") else value >= TARGETS[name],
+        }
         for name, value in checks.items()
     }
 
 
 def summary(report: dict) -> dict:
     return {
-        name: {path: {key: round(value, 4) for key, value in figures.items()} for path, figures in network["paths"].items()} | {"size": network["size"]}
+        name: {
+            path: {key: round(value, 4) for key, value in figures.items()} for path, figures in network["paths"].items()
+        }
+        | {"size": network["size"]}
         for name, network in report["networks"].items()
     } | {"kernels": report["kernels"], "targets": report["targets"]}
 

@@ -30,13 +30,21 @@ from bench.common import write_result  # noqa: E402
 from core.artifacts import Checkpoint, float_checkpoint  # noqa: E402
 from core.distill import DistillConfig, distill  # noqa: E402
 from core.networks import QNetworkArch, init_network  # noqa: E402
-from core.search import SearchConfig, SearchRun, leaderboard, parent_baselines, recommendation, run_search, search_states  # noqa: E402
+from core.search import (
+    SearchConfig,
+    SearchRun,
+    leaderboard,
+    parent_baselines,
+    recommendation,
+    run_search,
+    search_states,
+)  # noqa: E402
 from core.states import SyntheticStates, synthetic_states  # noqa: E402
 
 SEARCH_SEEDS = (0, 1, 2, 3, 4)
 RUNS = 3
 N_SEARCH_STATES = 1000
-BASELINE_DISTILL = DistillConfig(epochs=25, batch_size=64, lr=1e-3)
+BASELINE_DISTILL = DistillConfig(epochs=25, batch_size=64)
 
 
 def baseline_students() -> tuple[Checkpoint, Checkpoint]:
@@ -51,7 +59,7 @@ def timed_search(parents: tuple[Checkpoint, Checkpoint], config: SearchConfig, s
     walls = []
     for _ in range(RUNS):
         started = time.perf_counter()
-        run = run_search(*parents, config, *states)
+        run = run_search(*parents, config, states)
         walls.append(time.perf_counter() - started)
     return run, statistics.median(walls)
 
@@ -63,12 +71,15 @@ def summary(run: SearchRun, wall_s: float, baselines: list[dict]) -> dict:
     return {
         "winner": best["trial_id"],
         "winner_primary": best["primary_metric"],
+        "winner_selection_primary": best["selection_primary_metric"],
         "winner_agreement_a": best["child_vs_parent_a_agreement"],
         "winner_agreement_b": best["child_vs_parent_b_agreement"],
         "winner_epochs": best["epochs"],
         "finetune_epochs": run.finetune_epochs,
         "trials_run": sum(len(results) for results in run.rung_results),
-        "rungs": [{"n_trials": rung.n_trials, "epochs": sorted(set(rung.epochs)), "final": rung.final} for rung in run.plan],
+        "rungs": [
+            {"n_trials": rung.n_trials, "epochs": sorted(set(rung.epochs)), "final": rung.final} for rung in run.plan
+        ],
         "wall_s": wall_s,
         "parents_in_top": [row["trial_id"] for row in rows[:3] if row["is_parent_baseline"]],
         "mean_primary_by_regime": {name: group["mean_primary"] for name, group in advice["by_regime"].items()},
@@ -83,26 +94,33 @@ def main() -> dict:
     for seed in SEARCH_SEEDS:
         grid_config = SearchConfig(seed=seed)
         states = search_states(grid_config, 8, N_SEARCH_STATES)
-        baselines = parent_baselines(*parents, states[1])
+        baselines = parent_baselines(*parents, states)
         grid = summary(*timed_search(parents, grid_config, states), baselines)
-        halving = summary(*timed_search(parents, dataclasses.replace(grid_config, scheduler="halving"), states), baselines)
-        reference_target = summary(*timed_search(parents, dataclasses.replace(grid_config, finetune_target="a"), states), baselines)
+        halving = summary(
+            *timed_search(parents, dataclasses.replace(grid_config, scheduler="halving"), states), baselines
+        )
+        reference_target = summary(
+            *timed_search(parents, dataclasses.replace(grid_config, finetune_target="a"), states), baselines
+        )
         per_seed.append(
             {
                 "search_seed": seed,
-                "parent_baseline_agreement": baselines[0]["primary_metric"],
+                "parents_agreement": baselines[0]["primary_metric"],
                 "grid": grid,
                 "halving": halving,
                 "halving_minus_grid_primary": halving["winner_primary"] - grid["winner_primary"],
                 "halving_found_grid_winner": halving["winner"] == grid["winner"],
                 "halving_epoch_share": halving["finetune_epochs"] / grid["finetune_epochs"],
-                "grid_with_reference_target_a": {key: reference_target[key] for key in ("winner", "winner_primary", "winner_agreement_a", "winner_agreement_b")},
+                "grid_with_reference_target_a": {
+                    key: reference_target[key]
+                    for key in ("winner", "winner_primary", "winner_agreement_a", "winner_agreement_b")
+                },
             }
         )
     return {
         "preset": "default",
-        "n_search_states": {"train": N_SEARCH_STATES, "eval": N_SEARCH_STATES},
-        "parents": "baseline students of teachers 0 and 1 (distill: 5000 states seed 42, 25 epochs, batch 64, lr 1e-3)",
+        "n_search_states": {"train": N_SEARCH_STATES, "selection": N_SEARCH_STATES, "eval": N_SEARCH_STATES},
+        "parents": "baseline students of teachers 0 and 1 (distill defaults: 5000 states seed 42, 25 epochs, batch 64)",
         "wall_time": f"median of {RUNS} runs, one thread, serial in one process (excludes distilling the parents)",
         "summary": {
             "halving_minus_grid_primary": [row["halving_minus_grid_primary"] for row in per_seed],

@@ -18,102 +18,32 @@ validation, no early stopping):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from core.artifacts import Checkpoint, float_checkpoint
-from core.networks import QNetwork
+from core.configs import (  # noqa: F401 (re-exported: the stage's settings live in core.configs)
+    DEFAULT_REGIME,
+    DUAL_TEACHER_TEMPERATURE,
+    REGIMES,
+    SINGLE_TEACHER_TEMPERATURE,
+    FinetuneConfig,
+    QuantizationApplied,
+    Regime,
+    RegimeName,
+)
+from core.interrupt import Interrupt
 from core.qat import fake_quantize_weight
-from core.quantize import PTQConfig, dequantize, inference_forward, quantize
-from core.training import EpochMetrics, LossFn, TeacherTarget, TrainConfig, train
+from core.quantize import PTQConfig, QuantizationMode, dequantize, inference_forward, quantize
+from core.threads import single_threaded
+from core.training import EpochMetrics, TeacherTarget, train, training_split
 
-RegimeName = Literal["short", "medium", "long", "lr_high", "short_qat"]
-QuantizationApplied = Literal["none", "ptq_dynamic", "ptq_static", "qat_float"]
-
-
-@dataclass(frozen=True)
-class Regime:
-    epochs: int
-    lr: float
-    batch_size: int
-    quantization_applied: QuantizationApplied = "none"
-
-
-REGIMES: dict[str, Regime] = {
-    "short": Regime(epochs=5, lr=1e-3, batch_size=32),
-    "medium": Regime(epochs=10, lr=5e-4, batch_size=32),
-    "long": Regime(epochs=20, lr=1e-4, batch_size=32),
-    "lr_high": Regime(epochs=5, lr=5e-3, batch_size=32),
-    "short_qat": Regime(epochs=5, lr=1e-4, batch_size=16, quantization_applied="ptq_dynamic"),
-}
-# The reference's fine-tune defaults (FineTuningConfig) fill what neither the caller nor a regime sets.
-DEFAULT_REGIME = Regime(epochs=5, lr=1e-3, batch_size=32)
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Fine-tune settings: a named regime, explicit values, or both (explicit wins).
-
-    ``epochs``, ``lr``, ``batch_size`` and ``quantization_applied`` left as
-    None come from ``regime`` (or, with no regime, the reference defaults 5,
-    1e-3, 32, "none"); after construction they always hold the values used.
-    ``dropout_rate`` is the dropout used while tuning (None: the child
-    architecture's rate, as the reference); the default 0 tunes without it,
-    which on the baseline students raised held-out agreement with A after
-    ``medium`` by about 0.01 (a few epochs toward a fixed target gain nothing
-    from the noise). The child keeps its architecture either way.
-    ``teacher_weight_a`` is A's share of the dual-teacher loss (1.0 = A only,
-    the reference). ``quantization_applied`` other than "none" trains through
-    fake int8 weight quantization (a straight-through estimator), so the
-    weights learn to survive rounding. ``export_int8`` None means: export an
-    int8 checkpoint exactly when ``quantization_applied`` is ``ptq_dynamic`` or
-    ``ptq_static`` (``qat_float`` keeps the fake-quant-trained child float).
-    """
-
-    regime: RegimeName | None = None
-    epochs: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    temperature: float = 3.0
-    temp_decay: float = 1.0
-    alpha: float = 1.0
-    loss_fn: LossFn = "kl"
-    max_grad_norm: float | None = 1.0
-    val_fraction: float = 0.1
-    early_stopping_patience: int = 0
-    seed: int = 42
-    dropout_rate: float | None = 0.0
-    teacher_weight_a: float = 1.0
-    quantization_applied: QuantizationApplied | None = None
-    export_int8: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.regime is not None and self.regime not in REGIMES:
-            raise ValueError(f"regime must be one of {sorted(REGIMES)} or None, got {self.regime!r}")
-        base = REGIMES[self.regime] if self.regime is not None else DEFAULT_REGIME
-        for name in ("epochs", "lr", "batch_size", "quantization_applied"):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, getattr(base, name))
-        if self.quantization_applied not in ("none", "ptq_dynamic", "ptq_static", "qat_float"):
-            raise ValueError(f"quantization_applied must be none, ptq_dynamic, ptq_static or qat_float, got {self.quantization_applied!r}")
-        if self.export_int8 is None:
-            object.__setattr__(self, "export_int8", self.quantization_applied in ("ptq_dynamic", "ptq_static"))
-        if not isinstance(self.export_int8, bool):
-            raise ValueError(f"export_int8 must be a bool or None, got {self.export_int8!r}")
-        if isinstance(self.teacher_weight_a, bool) or not isinstance(self.teacher_weight_a, (int, float)) or not 0.0 <= self.teacher_weight_a <= 1.0:
-            raise ValueError(f"teacher_weight_a must be a number in [0, 1], got {self.teacher_weight_a!r}")
-        if self.dropout_rate is not None and (not isinstance(self.dropout_rate, (int, float)) or not 0.0 <= self.dropout_rate < 1.0):
-            raise ValueError(f"dropout_rate must be in [0, 1) or None, got {self.dropout_rate!r}")
-        # The shared loop validates the optimisation fields and names the bad one.
-        self.train_config()
-
-    def train_config(self) -> TrainConfig:
-        """The ``core.training`` settings this fine-tune runs with."""
-        return TrainConfig.taken_from(self)
+BALANCE_LOG_SCALE_RANGE = 4.0
+BALANCE_STEPS = 30
 
 
 @dataclass(frozen=True)
@@ -136,9 +66,11 @@ class FinetuneResult:
     history: list[EpochMetrics]
     best_epoch: int
     early_stopped: bool
+    teacher_b_logit_scale: float
     elapsed_seconds: float
 
 
+@single_threaded
 def finetune(
     child: Checkpoint,
     reference_a: Checkpoint,
@@ -146,36 +78,63 @@ def finetune(
     config: FinetuneConfig = FinetuneConfig(regime="medium"),
     reference_b: Checkpoint | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    interrupt: Interrupt | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``child`` toward A (and B when ``config.teacher_weight_a < 1``).
 
     ``states`` is ``(n_states, input_dim)`` float32; the loop holds out
     ``config.val_fraction`` of them (a static int8 export calibrates on all of
     them). Any of the three checkpoints may be int8 (its weights are
-    dequantized). Raises ``ValueError`` for mismatched architectures, a dual
+    dequantized). ``interrupt`` (``core.interrupt``) is called at every
+    training step. Raises ``ValueError`` for mismatched architectures, a dual
     loss without ``reference_b``, or mis-shaped states.
     """
     for name, reference in (("reference_a", reference_a), ("reference_b", reference_b)):
-        if reference is not None and not reference.arch.same_shapes(child.arch):
-            raise ValueError(f"{name} is {reference.arch.describe()} but the child is {child.arch.describe()}")
+        if reference is not None and (reference.arch.input_dim, reference.arch.output_dim) != (
+            child.arch.input_dim,
+            child.arch.output_dim,
+        ):
+            raise ValueError(
+                f"{name} is {reference.arch.describe()} but the child is {child.arch.describe()}: input/output dims "
+                "differ"
+            )
     if config.teacher_weight_a < 1.0 and reference_b is None:
         raise ValueError(f"teacher_weight_a {config.teacher_weight_a} needs reference_b, got None")
     state_tensor = _as_states(states, child.arch.input_dim)
+    train_config = config.train_config()
+    weight_a = config.teacher_weight_a
+    logits_a = _q_values(reference_a, state_tensor) if weight_a > 0.0 else None
+    logits_b = _q_values(reference_b, state_tensor) if weight_a < 1.0 and reference_b is not None else None
+    scale_b = 1.0
+    if logits_a is not None and logits_b is not None and config.balance_teachers:
+        rows = training_split(state_tensor.shape[0], train_config).train
+        scale_b = balance_scale(logits_a[rows], logits_b[rows], weight_a, train_config.temperature)
     targets = []
-    if config.teacher_weight_a > 0.0:
-        targets.append(TeacherTarget(_q_values(reference_a, state_tensor), weight=config.teacher_weight_a))
-    if config.teacher_weight_a < 1.0:
-        targets.append(TeacherTarget(_q_values(reference_b, state_tensor), weight=1.0 - config.teacher_weight_a))
-    train_arch = child.arch if config.dropout_rate is None else replace(child.arch, dropout_rate=float(config.dropout_rate))
-    network = QNetwork(train_arch)
-    network.load_state_dict(dequantize(child), strict=True)
+    if logits_a is not None:
+        targets.append(TeacherTarget(logits_a, weight=weight_a))
+    if logits_b is not None:
+        targets.append(TeacherTarget(logits_b * scale_b, weight=1.0 - weight_a))
     weight_transform = _fake_quantize if config.quantization_applied != "none" else None
-    result = train(network, state_tensor, targets, config.train_config(), weight_transform=weight_transform, on_epoch=on_epoch)
-    tuned = float_checkpoint(result.state_dict, arch=child.arch)
+    result = train(
+        child.arch,
+        dequantize(child),
+        state_tensor,
+        targets,
+        train_config,
+        dropout_rate=config.dropout_rate,
+        weight_transform=weight_transform,
+        on_epoch=on_epoch,
+        interrupt=interrupt,
+    )
+    target = "a" if weight_a == 1.0 else "b" if weight_a == 0.0 else "both"
+    metadata = {"stage": "finetune", "target": target, "teacher_weight_a": weight_a, "teacher_b_logit_scale": scale_b}
+    tuned = float_checkpoint(result.state_dict, arch=child.arch, metadata=metadata, source_format=child.source_format)
     tuned_int8 = None
     if config.export_int8:
-        mode = "static" if config.quantization_applied == "ptq_static" else "dynamic"
-        tuned_int8 = quantize(tuned, PTQConfig(mode=mode), calibration_states=state_tensor).checkpoint
+        mode: QuantizationMode = "static" if config.quantization_applied == "ptq_static" else "dynamic"
+        tuned_int8 = quantize(
+            tuned, PTQConfig(mode=mode), calibration_states=state_tensor, interrupt=interrupt
+        ).checkpoint
     after = result.history[result.best_epoch - 1] if result.best_epoch > 0 else result.initial
     return FinetuneResult(
         child=tuned,
@@ -186,8 +145,48 @@ def finetune(
         history=result.history,
         best_epoch=result.best_epoch,
         early_stopped=result.early_stopped,
+        teacher_b_logit_scale=scale_b,
         elapsed_seconds=result.elapsed_seconds,
     )
+
+
+def balance_scale(logits_a: torch.Tensor, logits_b: torch.Tensor, weight_a: float, temperature: float) -> float:
+    """The factor for B's Q-values that makes the two-teacher target split the parents' disagreements by weight.
+
+    The dual-teacher target is ``w softmax(a / T) + (1 - w) softmax(s b / T)``;
+    on a state where A and B prefer different actions, its greedy action is
+    usually the more confident parent's. When one parent's Q-values are
+    spread wider it wins most of those states, and the child agrees with it
+    far more than with the other: on students of teachers 0 and 1 the child
+    agreed 0.68 with B and 0.48 with A. ``s`` is chosen (bisection on log s
+    over [-4, 4]) so that the target takes A's action on a share ``w`` of
+    those states and B's on the rest, which is what maximises
+    ``min(agreement with A, with B)`` at equal weights. Far from equal weights
+    the share may be out of reach of any scale; the nearest end of the range
+    is returned. ``logits_*`` are ``(n, n_actions)`` on the training rows;
+    1.0 when the parents never disagree.
+    """
+    disagree = logits_a.argmax(1) != logits_b.argmax(1)
+    if not bool(disagree.any()):
+        return 1.0
+    action_a, action_b = logits_a[disagree].argmax(1), logits_b[disagree].argmax(1)
+    probs_a = weight_a * torch.softmax(logits_a[disagree] / temperature, 1)
+    scaled_b = logits_b[disagree] / temperature
+
+    def share_a(log_scale: float) -> float:
+        greedy = (probs_a + (1.0 - weight_a) * torch.softmax(scaled_b * math.exp(log_scale), 1)).argmax(1)
+        taken_a, taken_b = float((greedy == action_a).sum()), float((greedy == action_b).sum())
+        return taken_a / max(taken_a + taken_b, 1.0)
+
+    low, high = -BALANCE_LOG_SCALE_RANGE, BALANCE_LOG_SCALE_RANGE
+    for _ in range(BALANCE_STEPS):
+        middle = (low + high) / 2
+        # A larger scale sharpens B, so A's share falls as log_scale grows.
+        if share_a(middle) > weight_a:
+            low = middle
+        else:
+            high = middle
+    return math.exp((low + high) / 2)
 
 
 def _fake_quantize(key: str, weight: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from core.interrupt import Interrupt, checker
+
 COSINE_EPS = 1e-8
 
 
@@ -100,17 +102,27 @@ class LatencyStats:
         return asdict(self)
 
 
-def measure_latency(forward: Callable[[torch.Tensor], torch.Tensor], sample: torch.Tensor, warmup: int = 5, repeats: int = 50) -> LatencyStats:
+def measure_latency(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    sample: torch.Tensor,
+    warmup: int = 5,
+    repeats: int = 50,
+    interrupt: Interrupt | None = None,
+) -> LatencyStats:
     """Time ``repeats`` single calls of ``forward(sample)`` after ``warmup`` untimed ones.
 
-    Uses ``perf_counter_ns`` per call under ``inference_mode``. Call it with
-    one intra-op thread set, as workers run, for figures that compare.
+    Uses ``perf_counter_ns`` per call under ``inference_mode``; ``interrupt``
+    (``core.interrupt``) runs before every call, outside the timed span.
+    Call it with one intra-op thread set, as workers run, for figures that compare.
     """
+    check = checker(interrupt)
     timings_ns = []
     with torch.inference_mode():
         for _ in range(warmup):
+            check()
             forward(sample)
         for _ in range(repeats):
+            check()
             start = time.perf_counter_ns()
             forward(sample)
             timings_ns.append(time.perf_counter_ns() - start)
@@ -135,13 +147,24 @@ class Throughput:
         return asdict(self)
 
 
-def measure_throughput(forward: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, warmup_batches: int = 2, timed_batches: int = 10) -> Throughput:
-    """Full-batch forwards per second (and states per second) over ``timed_batches`` calls."""
+def measure_throughput(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batch: torch.Tensor,
+    warmup_batches: int = 2,
+    timed_batches: int = 10,
+    interrupt: Interrupt | None = None,
+) -> Throughput:
+    """Full-batch forwards per second (and states per second) over ``timed_batches`` calls; ``interrupt`` runs before
+    each.
+    """
+    check = checker(interrupt)
     with torch.inference_mode():
         for _ in range(warmup_batches):
+            check()
             forward(batch)
         start = time.perf_counter_ns()
         for _ in range(timed_batches):
+            check()
             forward(batch)
         elapsed_s = max(time.perf_counter_ns() - start, 1) / 1e9
     batches_per_sec = timed_batches / elapsed_s

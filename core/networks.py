@@ -1,136 +1,98 @@
-"""Q-networks with the reference module layout.
+"""Q-networks: one declarative description of an MLP family, its layer list, and one forward.
 
-Both the parent ("teacher") and the student are one ``nn.Sequential`` named
-``network``::
+An architecture is ``QNetworkArch(input_dim, hidden_sizes, output_dim, norm,
+activation, dropout_rate)``: 1-8 hidden layers of any widths, each a Linear,
+then LayerNorm (``norm="layernorm"``) or nothing (``"none"``), then the
+activation, then Dropout; the output layer is a Linear. No user code ever runs:
+the description is data.
 
-    0 Linear(in, h)  1 LayerNorm(h)  2 ReLU  3 Dropout
-    4 Linear(h, h)   5 LayerNorm(h)  6 ReLU  7 Dropout
-    8 Linear(h, out)
+The module is one ``nn.Sequential`` named ``network`` whose indices are the
+positions of the modules a layout builds, so state-dict keys are
+``network.{i}.weight`` / ``.bias`` for every Linear and LayerNorm:
 
-so a state dict holds exactly ten float tensors, ``network.{0,1,4,5,8}.{weight,bias}``,
-and files saved by the reference implementation load unchanged. A student is
-the same module with ``hidden = max(16, parent_hidden // 2)`` and dropout 0.05.
+- the reference layout (the default: 8-64-64-4, LayerNorm, ReLU, dropout 0.1)
+  builds ``Linear, LayerNorm, ReLU, Dropout`` per hidden layer, giving the keys
+  ``network.{0,1,4,5,8}`` of the reference's files;
+- a layout without norm and without dropout builds ``Linear, activation`` per
+  hidden layer: ``network.{0,2,4}`` as CleanRL's ``nn.Sequential`` and
+  Stable-Baselines3's ``q_net``.
+
+A Dropout module sits in a layer's slot whenever the layout has LayerNorm (the
+reference family keeps it even at rate 0, so a student trained without dropout
+still loads into the reference classes) or a dropout rate above 0.
+
+Everything else walks ``arch.blocks`` (one Linear, its LayerNorm if any, and
+whether an activation follows) instead of naming keys, and every forward in the
+service is ``make_forward``: training's validation passes, validators, int8
+serving and distillation's teacher pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-LINEAR_INDICES = (0, 4, 8)
-LAYERNORM_INDICES = (1, 5)
-LAYERNORM_EPS = 1e-5
-PARENT_DROPOUT = 0.1
-STUDENT_DROPOUT = 0.05
-MIN_STUDENT_HIDDEN = 16
+from core.arch import (  # noqa: F401 (re-exported: the architecture's description lives in core.arch)
+    ACTIVATIONS,
+    ARCH_FIELDS,
+    ELU_ALPHA,
+    LAYERNORM_EPS,
+    LEAKY_RELU_SLOPE,
+    MAX_HIDDEN_LAYERS,
+    MAX_WIDTH,
+    MIN_STUDENT_HIDDEN,
+    NORMS,
+    PARENT_DROPOUT,
+    STUDENT_DROPOUT,
+    Activation,
+    Block,
+    Norm,
+    QNetworkArch,
+    check_param_cap,
+    check_shapes,
+    infer_arch,
+    rekey,
+    student_arch,
+)
+from core.checkpoint_file import init_arrays
 
-
-def state_dict_keys() -> tuple[str, ...]:
-    """The ten state-dict keys, in module order."""
-    return tuple(
-        f"network.{index}.{name}"
-        for index in sorted(LINEAR_INDICES + LAYERNORM_INDICES)
-        for name in ("weight", "bias")
-    )
-
-
-STATE_DICT_KEYS = state_dict_keys()
-
-
-@dataclass(frozen=True)
-class QNetworkArch:
-    """Architecture of a Q-network; field names follow the reference constructor."""
-
-    input_dim: int = 8
-    hidden_size: int = 64
-    output_dim: int = 4
-    dropout_rate: float = PARENT_DROPOUT
-
-    def __post_init__(self) -> None:
-        for field in ("input_dim", "hidden_size", "output_dim"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4096:
-                raise ValueError(f"{field} must be an integer in [1, 4096], got {value!r}")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
-
-    @property
-    def param_count(self) -> int:
-        """``h^2 + h(in + out + 6) + out``: 5,252 for 8-64-4."""
-        h = self.hidden_size
-        return h * h + h * (self.input_dim + self.output_dim + 6) + self.output_dim
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Expected shape of every state-dict tensor."""
-        h, i, o = self.hidden_size, self.input_dim, self.output_dim
-        return {
-            "network.0.weight": (h, i),
-            "network.0.bias": (h,),
-            "network.1.weight": (h,),
-            "network.1.bias": (h,),
-            "network.4.weight": (h, h),
-            "network.4.bias": (h,),
-            "network.5.weight": (h,),
-            "network.5.bias": (h,),
-            "network.8.weight": (o, h),
-            "network.8.bias": (o,),
-        }
-
-    def to_dict(self) -> dict[str, int | float]:
-        return asdict(self)
-
-    def same_shapes(self, other: QNetworkArch) -> bool:
-        """Equal tensor shapes (dropout does not change the parameters)."""
-        return (self.input_dim, self.hidden_size, self.output_dim) == (
-            other.input_dim,
-            other.hidden_size,
-            other.output_dim,
-        )
-
-    def describe(self) -> str:
-        return f"{self.input_dim}-{self.hidden_size}-{self.hidden_size}-{self.output_dim}"
-
-
-def student_arch(parent: QNetworkArch, hidden_size: int | None = None) -> QNetworkArch:
-    """The reference student of ``parent``: half its hidden width (floor 16), dropout 0.05."""
-    hidden = hidden_size if hidden_size is not None else max(MIN_STUDENT_HIDDEN, parent.hidden_size // 2)
-    return QNetworkArch(parent.input_dim, hidden, parent.output_dim, STUDENT_DROPOUT)
+_ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": lambda: nn.ELU(alpha=ELU_ALPHA),
+    "leaky_relu": lambda: nn.LeakyReLU(LEAKY_RELU_SLOPE),
+}
+# In-place where torch has it: the input is always a fresh intermediate.
+_ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu_,
+    "tanh": torch.tanh_,
+    "gelu": F.gelu,
+    "silu": lambda x: F.silu(x, inplace=True),
+    "elu": lambda x: F.elu(x, ELU_ALPHA, inplace=True),
+    "leaky_relu": lambda x: F.leaky_relu(x, LEAKY_RELU_SLOPE, inplace=True),
+}
 
 
 class QNetwork(nn.Module):
-    """Parent or student Q-network (see the module docstring for the layout).
+    """The ``nn.Module`` of an architecture (see the module docstring for the layout).
 
     ``forward`` takes ``(batch, input_dim)`` or ``(input_dim,)`` float32 and
-    returns raw Q-values of shape ``(batch, output_dim)`` or ``(output_dim,)``.
-    It never changes train/eval mode.
+    returns raw Q-values ``(batch, output_dim)`` or ``(output_dim,)``. It never
+    changes train/eval mode.
     """
 
     def __init__(self, arch: QNetworkArch) -> None:
         super().__init__()
         self.arch = arch
-        h = arch.hidden_size
         # nn.Linear draws its default init from the global RNG; fork it so
         # building a network never shifts anyone else's random stream.
         with torch.random.fork_rng(devices=[]):
-            self.network = self._layers(arch, h)
-
-    @staticmethod
-    def _layers(arch: QNetworkArch, h: int) -> nn.Sequential:
-        return nn.Sequential(
-            nn.Linear(arch.input_dim, h),
-            nn.LayerNorm(h, eps=LAYERNORM_EPS),
-            nn.ReLU(),
-            nn.Dropout(arch.dropout_rate),
-            nn.Linear(h, h),
-            nn.LayerNorm(h, eps=LAYERNORM_EPS),
-            nn.ReLU(),
-            nn.Dropout(arch.dropout_rate),
-            nn.Linear(h, arch.output_dim),
-        )
+            self.network = build_sequential(arch)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         if states.dim() == 1:
@@ -138,85 +100,108 @@ class QNetwork(nn.Module):
         return self.network(states)
 
 
+def build_sequential(arch: QNetworkArch) -> nn.Sequential:
+    """The ``nn.Sequential`` whose indices give the state-dict keys of ``arch``."""
+    modules: list[nn.Module] = []
+    for block in arch.blocks:
+        modules.append(nn.Linear(block.in_features, block.out_features))
+        if block.hidden:
+            if block.norm:
+                modules.append(nn.LayerNorm(block.out_features, eps=LAYERNORM_EPS))
+            modules.append(_ACTIVATION_MODULES[arch.activation]())
+            if arch.has_dropout_slot:
+                modules.append(nn.Dropout(arch.dropout_rate))
+    return nn.Sequential(*modules)
+
+
+def init_params(arch: QNetworkArch, seed: int) -> dict[str, torch.Tensor]:
+    """Fresh float32 parameters, bit-identical for equal ``(arch, seed)`` (``core.checkpoint_file.init_arrays``).
+
+    Linear weights are Xavier-uniform and biases zero; LayerNorm weight 1,
+    bias 0 (the reference initialisation), drawn from a private generator.
+    """
+    return {key: torch.from_numpy(array) for key, array in init_arrays(arch, seed).items()}
+
+
 def init_network(arch: QNetworkArch, seed: int) -> QNetwork:
-    """A freshly initialised network, bit-identical for equal ``(arch, seed)``.
-
-    Linear weights are Xavier-uniform and biases zero; LayerNorm weight 1, bias 0
-    (the reference initialisation), drawn from a private generator.
-    """
-    generator = torch.Generator().manual_seed(int(seed))
+    """A freshly initialised ``QNetwork`` (``init_params``), bit-identical for equal ``(arch, seed)``."""
     model = QNetwork(arch)
-    with torch.no_grad():
-        for index in LINEAR_INDICES:
-            layer = model.network[index]
-            nn.init.xavier_uniform_(layer.weight, generator=generator)
-            layer.bias.zero_()
+    model.load_state_dict(init_params(arch, seed), strict=True)
     return model
-
-
-def infer_arch(state_dict: Mapping[str, torch.Tensor], dropout_rate: float | None = None) -> QNetworkArch:
-    """Infer the architecture from tensor shapes and check every key and shape.
-
-    Raises ``ValueError`` naming the missing, unexpected or mis-shaped keys.
-    When ``dropout_rate`` is None it is guessed: a width that is the reference
-    student of some parent gets the student dropout only if asked for, so the
-    parent rate is the default.
-    """
-    missing = [key for key in STATE_DICT_KEYS if key not in state_dict]
-    unexpected = sorted(set(state_dict) - set(STATE_DICT_KEYS))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:10]}")
-        raise ValueError("not a Q-network state dict: " + "; ".join(parts))
-    first = state_dict["network.0.weight"]
-    last = state_dict["network.8.weight"]
-    if first.dim() != 2 or last.dim() != 2:
-        raise ValueError("network.0.weight and network.8.weight must be 2-D")
-    arch = QNetworkArch(
-        input_dim=int(first.shape[1]),
-        hidden_size=int(first.shape[0]),
-        output_dim=int(last.shape[0]),
-        dropout_rate=PARENT_DROPOUT if dropout_rate is None else dropout_rate,
-    )
-    check_shapes(state_dict, arch)
-    return arch
-
-
-def check_shapes(state_dict: Mapping[str, torch.Tensor], arch: QNetworkArch) -> None:
-    """Raise ``ValueError`` naming every tensor whose shape does not fit ``arch``."""
-    wrong = [
-        f"{key}: expected {list(shape)}, got {list(state_dict[key].shape)}"
-        for key, shape in arch.param_shapes().items()
-        if tuple(state_dict[key].shape) != shape
-    ]
-    if wrong:
-        raise ValueError(f"shapes do not fit {arch.describe()}: " + "; ".join(wrong))
 
 
 def network_from_state_dict(state_dict: Mapping[str, torch.Tensor], arch: QNetworkArch | None = None) -> QNetwork:
     """Build a ``QNetwork`` (eval mode) holding float32 copies of ``state_dict``."""
     arch = arch or infer_arch(state_dict)
     model = QNetwork(arch)
-    model.load_state_dict({key: state_dict[key].to(torch.float32) for key in STATE_DICT_KEYS}, strict=True)
+    model.load_state_dict({key: state_dict[key].to(torch.float32) for key in arch.state_dict_keys()}, strict=True)
     return model.eval()
 
 
-def functional_forward(params: Mapping[str, torch.Tensor], states: torch.Tensor) -> torch.Tensor:
-    """Eval-mode forward straight from tensors: three ``addmm``, two ``layer_norm``.
+def activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation as a function that may work in place on its (fresh) input."""
+    return _ACTIVATION_FUNCTIONS[name]
 
-    The same function as ``QNetwork.eval()`` without per-module overhead
-    (about 2x faster for a single sample). ``states`` is ``(batch, input_dim)``.
+
+LinearFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def make_forward(
+    arch: QNetworkArch,
+    params: Mapping[str, torch.Tensor],
+    *,
+    linears: Sequence[LinearFn] | None = None,
+    hidden: list[torch.Tensor] | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The eval-mode forward of ``arch`` on ``params``: ``(batch, input_dim)`` -> ``(batch, output_dim)`` float32.
+
+    Weights are transposed once here, not per call. ``linears`` replaces the
+    Linear of each block (int8 static serving); ``hidden``, if given, receives
+    every hidden layer's post-activation output of each call (distillation's
+    teacher pass, crossover's unit matching).
     """
-    hidden = torch.addmm(params["network.0.bias"], states, params["network.0.weight"].t())
-    hidden = F.layer_norm(hidden, hidden.shape[-1:], params["network.1.weight"], params["network.1.bias"], LAYERNORM_EPS)
-    hidden = torch.relu_(hidden)
-    hidden = torch.addmm(params["network.4.bias"], hidden, params["network.4.weight"].t())
-    hidden = F.layer_norm(hidden, hidden.shape[-1:], params["network.5.weight"], params["network.5.bias"], LAYERNORM_EPS)
-    hidden = torch.relu_(hidden)
-    return torch.addmm(params["network.8.bias"], hidden, params["network.8.weight"].t())
+    activate = activation_function(arch.activation)
+    steps = []
+    for position, block in enumerate(arch.blocks):
+        if linears is not None:
+            linear = linears[position]
+        else:
+            weight_t, bias = params[block.weight].t(), params[block.bias]
+            linear = _addmm_linear(bias, weight_t)
+        norm = (params[block.norm_weight], params[block.norm_bias]) if block.norm else None
+        steps.append((linear, norm, block.hidden))
+
+    def forward(states: torch.Tensor) -> torch.Tensor:
+        out = states
+        for linear, norm, is_hidden in steps:
+            out = linear(out)
+            if is_hidden:
+                if norm is not None:
+                    out = F.layer_norm(out, norm[0].shape, norm[0], norm[1], LAYERNORM_EPS)
+                out = activate(out)
+                if hidden is not None:
+                    hidden.append(out)
+        return out
+
+    return forward
+
+
+def _addmm_linear(bias: torch.Tensor, weight_t: torch.Tensor) -> LinearFn:
+    return lambda inputs: torch.addmm(bias, inputs, weight_t)
+
+
+def functional_forward(arch: QNetworkArch, params: Mapping[str, torch.Tensor], states: torch.Tensor) -> torch.Tensor:
+    """``make_forward(arch, params)(states)``: eval-mode Q-values ``(batch, output_dim)``."""
+    return make_forward(arch, params)(states)
+
+
+def hidden_activations(
+    arch: QNetworkArch, params: Mapping[str, torch.Tensor], states: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Every hidden layer's post-activation output ``(n, width)`` and the Q-values, in one pass."""
+    hidden: list[torch.Tensor] = []
+    logits = make_forward(arch, params, hidden=hidden)(states)
+    return hidden, logits
 
 
 def param_bytes(tensors: Mapping[str, torch.Tensor]) -> int:

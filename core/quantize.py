@@ -11,8 +11,9 @@ per-tensor scheme calibrated on states (min/max observer)::
     x_q = clamp(round(x * (1 / input_scale)) + input_zero_point, 0, 255)
 
 and each Linear computes ``(x_q - zp) @ W_q^T`` exactly in integers, then
-``acc * (input_scale * weight_scale) + bias`` in float32. LayerNorm and ReLU
-stay float (the reference's static mode quantizes LayerNorm too). Both results
+``acc * (input_scale * weight_scale) + bias`` in float32. LayerNorm and the
+activation stay float (the reference's static mode quantizes LayerNorm too).
+Every Linear of the layer list is quantized, whatever the depth. Both results
 are stored in the backend-free format of ``core.artifacts``.
 
 Serving: on these tiny networks no int8 kernel available on CPU beats a float
@@ -20,7 +21,8 @@ Serving: on these tiny networks no int8 kernel available on CPU beats a float
 ``bench/bench_quantize.py``), so the int8 path keeps the int8 values in float32
 tensors and uses float kernels. Products of int8 and uint8 values summed over
 fewer than 518 inputs stay below 2**24, so the float32 accumulation of a static
-Linear is exactly the int32 one. The artifact stays int8; only the kernel is float.
+Linear is exactly the int32 one for layers up to 517 inputs wide (wider ones
+round like any float32 sum). The artifact stays int8; only the kernel is float.
 """
 
 from __future__ import annotations
@@ -28,45 +30,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from core.artifacts import Checkpoint
-from core.networks import LAYERNORM_EPS, LINEAR_INDICES, STATE_DICT_KEYS, functional_forward, network_from_state_dict
+from core.configs import (  # noqa: F401 (re-exported: the stage's settings live in core.configs)
+    MAX_CALIBRATION_BATCHES,
+    Granularity,
+    PTQConfig,
+    QuantizationMode,
+)
+from core.interrupt import Interrupt, checker
+from core.networks import make_forward
 from core.states import validate_states
+from core.threads import single_threaded
 
-Granularity = Literal["per_tensor", "per_channel"]
-QuantizationMode = Literal["dynamic", "static"]
 INT8_MIN, INT8_MAX = -128, 127
 UINT8_MIN, UINT8_MAX = 0, 255
 SCALE_FLOOR = 1e-8
-
-
-@dataclass(frozen=True)
-class PTQConfig:
-    """Post-training quantization settings (reference defaults).
-
-    ``calibration_batches`` x ``calibration_batch_size`` is the number of
-    leading states a static calibration reads (640 by default).
-    """
-
-    mode: QuantizationMode = "dynamic"
-    granularity: Granularity = "per_tensor"
-    calibration_batches: int = 10
-    calibration_batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("dynamic", "static"):
-            raise ValueError(f"mode must be 'dynamic' or 'static', got {self.mode!r}")
-        if self.granularity not in ("per_tensor", "per_channel"):
-            raise ValueError(f"granularity must be 'per_tensor' or 'per_channel', got {self.granularity!r}")
-        for field in ("calibration_batches", "calibration_batch_size"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -82,10 +64,7 @@ class PTQResult:
 
 def weight_scale(weight: torch.Tensor, granularity: Granularity) -> torch.Tensor:
     """Symmetric int8 scale, shape ``[1]`` (per tensor) or ``[out]`` (per channel)."""
-    if granularity == "per_channel":
-        max_abs = weight.abs().amax(dim=1)
-    else:
-        max_abs = weight.abs().max().reshape(1)
+    max_abs = weight.abs().amax(dim=1) if granularity == "per_channel" else weight.abs().max().reshape(1)
     return (max_abs.clamp_min(SCALE_FLOOR) / INT8_MAX).to(torch.float32)
 
 
@@ -110,10 +89,17 @@ def activation_qparams(min_value: float, max_value: float) -> tuple[float, int]:
     return scale, zero_point
 
 
-def quantize(checkpoint: Checkpoint, config: PTQConfig = PTQConfig(), calibration_states: torch.Tensor | np.ndarray | None = None) -> PTQResult:
-    """Quantize a float checkpoint in ``config.mode`` (static needs ``calibration_states``)."""
+def quantize(
+    checkpoint: Checkpoint,
+    config: PTQConfig = PTQConfig(),
+    calibration_states: torch.Tensor | np.ndarray | None = None,
+    interrupt: Interrupt | None = None,
+) -> PTQResult:
+    """Quantize a float checkpoint in ``config.mode`` (static needs ``calibration_states``; ``interrupt`` runs per
+    calibration batch).
+    """
     if config.mode == "static":
-        return quantize_static(checkpoint, calibration_states, config)
+        return quantize_static(checkpoint, calibration_states, config, interrupt)
     return quantize_dynamic(checkpoint, config)
 
 
@@ -125,13 +111,20 @@ def quantize_dynamic(checkpoint: Checkpoint, config: PTQConfig = PTQConfig()) ->
     return PTQResult(quantized, checkpoint.param_bytes, quantized.param_bytes, 0, time.perf_counter() - started)
 
 
-def quantize_static(checkpoint: Checkpoint, calibration_states: torch.Tensor | np.ndarray | None, config: PTQConfig = PTQConfig(mode="static")) -> PTQResult:
+@single_threaded
+def quantize_static(
+    checkpoint: Checkpoint,
+    calibration_states: torch.Tensor | np.ndarray | None,
+    config: PTQConfig = PTQConfig(mode="static"),
+    interrupt: Interrupt | None = None,
+) -> PTQResult:
     """Int8 weights plus uint8 activations calibrated on ``calibration_states``.
 
     ``calibration_states`` is ``(n, input_dim)`` float. The first
     ``min(n, calibration_batches * calibration_batch_size)`` rows are read once,
     without wrapping around (the min/max of consecutive batches is the min/max
-    of their union), and that count is ``calibration_samples``. Each Linear's
+    of their union), and that count is ``calibration_samples``; ``interrupt``
+    (``core.interrupt``) is called before each batch. Each Linear's
     float input range gives its ``input_scale`` [1] float32 and
     ``input_zero_point`` [1] int32. Calibrate on states the result is not
     later validated on. Raises ``ValueError`` without usable states.
@@ -142,22 +135,24 @@ def quantize_static(checkpoint: Checkpoint, calibration_states: torch.Tensor | n
     states = torch.from_numpy(validate_states(np.asarray(calibration_states), checkpoint.arch.input_dim))
     started = time.perf_counter()
     n_samples = min(states.shape[0], config.calibration_batches * config.calibration_batch_size)
-    ranges = _linear_input_ranges(checkpoint, states[:n_samples])
+    ranges = _linear_input_ranges(
+        checkpoint, states[:n_samples].split(config.calibration_batch_size), checker(interrupt)
+    )
     quantized = _with_int8_weights(
         checkpoint,
         config.granularity,
         {"mode": "static", "activations": "uint8_affine", "observer": "minmax", "calibration_samples": n_samples},
     )
-    for index, (low, high) in ranges.items():
+    for linear, (low, high) in ranges.items():
         scale, zero_point = activation_qparams(low, high)
-        quantized.tensors[f"network.{index}.input_scale"] = torch.tensor([scale], dtype=torch.float32)
-        quantized.tensors[f"network.{index}.input_zero_point"] = torch.tensor([zero_point], dtype=torch.int32)
+        quantized.tensors[f"{linear}.input_scale"] = torch.tensor([scale], dtype=torch.float32)
+        quantized.tensors[f"{linear}.input_zero_point"] = torch.tensor([zero_point], dtype=torch.int32)
     return PTQResult(quantized, checkpoint.param_bytes, quantized.param_bytes, n_samples, time.perf_counter() - started)
 
 
 def is_static(checkpoint: Checkpoint) -> bool:
     """True for an int8 checkpoint with quantized activations."""
-    return checkpoint.format == "int8" and "network.0.input_scale" in checkpoint.tensors
+    return checkpoint.format == "int8" and f"{checkpoint.arch.blocks[0].linear}.input_scale" in checkpoint.tensors
 
 
 def dequantize(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
@@ -166,11 +161,11 @@ def dequantize(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     For a static checkpoint this drops the activation quantization; use
     ``inference_forward`` to run it as stored.
     """
+    keys = checkpoint.arch.state_dict_keys()
     if checkpoint.format == "float32":
-        return {key: checkpoint.tensors[key] for key in STATE_DICT_KEYS}
-    params = {key: checkpoint.tensors[key] for key in STATE_DICT_KEYS}
-    for index in LINEAR_INDICES:
-        key = f"network.{index}.weight"
+        return {key: checkpoint.tensors[key] for key in keys}
+    params = {key: checkpoint.tensors[key] for key in keys}
+    for key in checkpoint.arch.linear_weight_keys:
         params[key] = dequantize_weight(checkpoint.tensors[key], checkpoint.tensors[f"{key}_scale"])
     return params
 
@@ -184,40 +179,32 @@ def inference_forward(checkpoint: Checkpoint) -> Callable[[torch.Tensor], torch.
     if is_static(checkpoint):
         return _static_forward(checkpoint)
     params = {key: tensor.contiguous() for key, tensor in dequantize(checkpoint).items()}
-    return lambda states: functional_forward(params, states)
+    return make_forward(checkpoint.arch, params)
 
 
 def _static_forward(checkpoint: Checkpoint) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``make_forward`` with every Linear replaced by its static int8 computation."""
     tensors = checkpoint.tensors
-    layers = []
-    for index in LINEAR_INDICES:
-        input_scale = tensors[f"network.{index}.input_scale"]
-        zero_point = int(tensors[f"network.{index}.input_zero_point"])
-        layers.append(
+    linears = []
+    for block in checkpoint.arch.blocks:
+        input_scale = tensors[f"{block.linear}.input_scale"]
+        zero_point = int(tensors[f"{block.linear}.input_zero_point"])
+        linears.append(
             _StaticLinear(
                 # A float32 reciprocal, as torch's own quantizers round x * (1 / scale);
                 # a 0-d tensor multiplies faster than a Python float.
                 inverse_scale=(1.0 / input_scale).to(torch.float32).reshape(()),
                 low=float(UINT8_MIN - zero_point),
                 high=float(UINT8_MAX - zero_point),
-                weight_t=tensors[f"network.{index}.weight"].to(torch.float32).t().contiguous(),
-                output_scale=(input_scale * tensors[f"network.{index}.weight_scale"]).contiguous(),
-                bias=tensors[f"network.{index}.bias"].contiguous(),
+                weight_t=tensors[block.weight].to(torch.float32).t().contiguous(),
+                output_scale=(input_scale * tensors[f"{block.weight}_scale"]).contiguous(),
+                bias=tensors[block.bias].contiguous(),
             )
         )
-    norms = [(tensors[f"network.{index}.weight"].contiguous(), tensors[f"network.{index}.bias"].contiguous()) for index in (1, 5)]
-
-    def forward(states: torch.Tensor) -> torch.Tensor:
-        hidden = layers[0](states)
-        for layer, (norm_weight, norm_bias) in zip(layers[1:], norms):
-            hidden = F.layer_norm(hidden, hidden.shape[-1:], norm_weight, norm_bias, LAYERNORM_EPS)
-            # With zero point 0 (every calibrated ReLU output) the clamp at 0 is the ReLU.
-            if layer.low < 0:
-                hidden = torch.relu_(hidden)
-            hidden = layer(hidden)
-        return hidden
-
-    return forward
+    params = {
+        key: tensors[key].contiguous() for key in checkpoint.arch.state_dict_keys() if tensors[key].is_floating_point()
+    }
+    return make_forward(checkpoint.arch, params, linears=linears)
 
 
 @dataclass(frozen=True)
@@ -246,31 +233,46 @@ def _check_ptq_inputs(checkpoint: Checkpoint, config: PTQConfig, mode: Quantizat
 
 def _with_int8_weights(checkpoint: Checkpoint, granularity: Granularity, scheme: dict) -> Checkpoint:
     tensors = dict(checkpoint.tensors)
-    for index in LINEAR_INDICES:
-        key = f"network.{index}.weight"
+    for key in checkpoint.arch.linear_weight_keys:
         scale = weight_scale(tensors[key], granularity)
         tensors[key] = quantize_weight(tensors[key], scale)
         tensors[f"{key}_scale"] = scale
     quantization = {"scheme": "symmetric", "weight_zero_point": 0, "granularity": granularity, **scheme}
-    return Checkpoint(arch=checkpoint.arch, tensors=tensors, format="int8", quantization=quantization)
+    # Whose behaviour a fine-tuned child keeps survives quantization; curves and configs stay with the float source.
+    inherited = {key: checkpoint.metadata[key] for key in ("target",) if key in checkpoint.metadata}
+    return Checkpoint(
+        arch=checkpoint.arch,
+        tensors=tensors,
+        format="int8",
+        quantization=quantization,
+        metadata=inherited,
+        source_format=checkpoint.source_format,
+    )
 
 
-def _linear_input_ranges(checkpoint: Checkpoint, states: torch.Tensor) -> dict[int, tuple[float, float]]:
-    """``{linear_index: (min, max)}`` of each Linear's input over ``states`` in the float network."""
-    model = network_from_state_dict(checkpoint.tensors, checkpoint.arch)
-    ranges: dict[int, tuple[float, float]] = {}
-
-    def observer(index: int):
-        def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor]) -> None:
-            ranges[index] = (float(inputs[0].min()), float(inputs[0].max()))
-
-        return hook
-
-    handles = [model.network[index].register_forward_pre_hook(observer(index)) for index in LINEAR_INDICES]
-    try:
-        with torch.inference_mode():
-            model(states)
-    finally:
-        for handle in handles:
-            handle.remove()
+def _linear_input_ranges(
+    checkpoint: Checkpoint, batches: tuple[torch.Tensor, ...], interrupt: Interrupt
+) -> dict[str, tuple[float, float]]:
+    """``{linear prefix: (min, max)}`` of each Linear's input over all ``batches`` in the float network."""
+    arch = checkpoint.arch
+    params = checkpoint.tensors
+    ranges: dict[str, tuple[float, float]] = {}
+    linears = [_observed(block.linear, params[block.weight].t(), params[block.bias], ranges) for block in arch.blocks]
+    forward = make_forward(arch, params, linears=linears)
+    with torch.inference_mode():
+        for batch in batches:
+            interrupt()
+            forward(batch)
     return ranges
+
+
+def _observed(
+    name: str, weight_t: torch.Tensor, bias: torch.Tensor, ranges: dict[str, tuple[float, float]]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    def linear(inputs: torch.Tensor) -> torch.Tensor:
+        low, high = float(inputs.min()), float(inputs.max())
+        seen = ranges.get(name, (low, high))
+        ranges[name] = (min(seen[0], low), max(seen[1], high))
+        return torch.addmm(bias, inputs, weight_t)
+
+    return linear

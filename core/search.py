@@ -21,8 +21,11 @@ Two departures from the reference, both from its known weaknesses:
 - By default each child is fine-tuned toward both parents (the dual-teacher
   loss at equal weights), so the objective matches the primary metric;
   ``finetune_target="a"`` restores the reference's A-only target.
-- Fine-tuning and evaluation use disjoint state draws (``search_states``),
-  and parent baselines are ranked together with the children.
+- Fine-tuning, selection and evaluation use three disjoint state draws
+  (``search_states``): halving promotions, the leaderboard's order, the
+  winner and the recommendation are chosen on the selection states, and the
+  figures reported are measured on the evaluation states, which no choice
+  looks at. Parent baselines are ranked together with the children.
 
 Every trial of one search shares one fine-tune seed (derived from the search
 seed), so trials differ only by recipe and regime, not by split or shuffle
@@ -39,7 +42,6 @@ import dataclasses
 import math
 import statistics
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -47,164 +49,58 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from core import metrics
 from core.artifacts import Checkpoint
-from core.crossover import CrossoverConfig, crossover
-from core.finetune import REGIMES, FinetuneConfig, finetune
-from core.quantize import inference_forward
+from core.configs import (  # noqa: F401 (re-exported: the stage's settings live in core.configs)
+    CROSSOVER_MODES,
+    CUSTOM_FIELDS,
+    MAX_ETA,
+    MAX_GRID_VALUES,
+    MAX_TRIALS,
+    PRESET_NAMES,
+    PRESETS,
+    UNUSED_ALPHA,
+    FinetuneTarget,
+    Preset,
+    Rung,
+    Scheduler,
+    SearchConfig,
+    TrialSpec,
+    halving_plan,
+    trials,
+)
+from core.crossover import crossover
+from core.finetune import REGIMES, finetune
+from core.interrupt import Interrupt, checker
 from core.states import SyntheticStates, derive_seed, synthetic_states, validate_states
+from core.threads import single_threaded
 from core.training import EpochMetrics
 from core.validate import RecombinationValidationConfig, validate_recombination
 
-Preset = Literal["minimal", "default", "minimal-qat", "default-qat", "custom"]
-FinetuneTarget = Literal["both", "a"]
-Scheduler = Literal["grid", "halving"]
-
-CROSSOVER_MODES = ("random", "layer", "weighted", "aligned")
-MAX_TRIALS = 500
-# The fixed alpha of recipes that ignore it (layer), as in the reference's ids.
-UNUSED_ALPHA = 0.5
-_MINIMAL_RECIPES = (
-    CrossoverConfig(mode="random", alpha=0.5, seed=0),
-    CrossoverConfig(mode="layer", alpha=UNUSED_ALPHA),
-    CrossoverConfig(mode="weighted", alpha=0.5),
-)
-_DEFAULT_RECIPES = (
-    *(CrossoverConfig(mode="random", alpha=0.5, seed=seed) for seed in (0, 1, 2)),
-    CrossoverConfig(mode="layer", alpha=UNUSED_ALPHA),
-    *(CrossoverConfig(mode="weighted", alpha=alpha) for alpha in (0.3, 0.5, 0.7)),
-)
-PRESETS: dict[str, tuple[tuple[CrossoverConfig, ...], tuple[str, ...]]] = {
-    "minimal": (_MINIMAL_RECIPES, ("short", "medium", "long")),
-    "default": (_DEFAULT_RECIPES, ("short", "long")),
-    "minimal-qat": (_MINIMAL_RECIPES, ("short", "short_qat", "long")),
-    "default-qat": (_DEFAULT_RECIPES, ("short", "long", "short_qat")),
-}
-PRESET_NAMES = (*PRESETS, "custom")
-CUSTOM_FIELDS = ("crossover_modes", "alpha_values", "crossover_seeds", "finetune_regimes")
 EVALUATION = RecombinationValidationConfig(report_only=True)
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    """What to search and how to schedule it.
+class SearchStates:
+    """The three disjoint state sets of a search, each ``(n, input_dim)`` float32.
 
-    ``preset`` fixes the recipes and regimes; ``crossover_modes``,
-    ``alpha_values``, ``crossover_seeds`` and ``finetune_regimes`` build the
-    grid of ``preset="custom"`` and must keep their defaults otherwise.
-    ``max_runs`` keeps the first N trials. ``degenerate_threshold`` (0 = off)
-    flags leaderboard rows whose primary metric is below it.
-    ``finetune_target`` "both" fine-tunes toward A and B at equal weights,
-    "a" toward A only (the reference). ``include_parent_baseline`` ranks the
-    two parents with the children. ``scheduler`` "halving" runs successive
-    halving over fine-tune epochs (``halving_plan``): each rung keeps the best
-    ``ceil(n / eta)`` trials of each regime and gives them ``eta`` times the
-    epochs, never fewer than ``min_epochs``.
-    ``seed`` is the one search seed every other seed is derived from.
+    ``train`` is what children are fine-tuned on (and ``aligned`` recipes
+    match units on); ``selection`` is what every choice is made on (halving
+    promotions, the leaderboard's order, the winner, the recommendation);
+    ``evaluation`` is what the reported figures are measured on, and no
+    choice ever looks at it.
     """
 
-    preset: Preset = "default"
-    crossover_modes: tuple[str, ...] = ("random", "layer", "weighted")
-    alpha_values: tuple[float, ...] = (0.3, 0.5, 0.7)
-    crossover_seeds: tuple[int, ...] = (0, 1, 2)
-    finetune_regimes: tuple[str, ...] = ("short", "long")
-    max_runs: int | None = None
-    degenerate_threshold: float = 0.0
-    finetune_target: FinetuneTarget = "both"
-    include_parent_baseline: bool = True
-    scheduler: Scheduler = "grid"
-    eta: int = 3
-    min_epochs: int = 1
-    seed: int = 0
+    train: np.ndarray
+    selection: np.ndarray
+    evaluation: np.ndarray
 
-    def __post_init__(self) -> None:
-        if self.preset not in PRESET_NAMES:
-            raise ValueError(f"preset must be one of {', '.join(PRESET_NAMES)}, got {self.preset!r}")
-        for name in CUSTOM_FIELDS:
-            # Lists from JSON become tuples, so the config stays hashable and frozen.
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.preset != "custom":
-            defaults = {field.name: field.default for field in dataclasses.fields(self)}
-            changed = [name for name in CUSTOM_FIELDS if getattr(self, name) != defaults[name]]
-            if changed:
-                raise ValueError(f"{', '.join(changed)} apply only to preset 'custom', got preset {self.preset!r}")
-        _check_names("crossover_modes", self.crossover_modes, CROSSOVER_MODES)
-        _check_names("finetune_regimes", self.finetune_regimes, tuple(REGIMES))
-        if not all(_in_unit_interval(alpha) for alpha in self.alpha_values):
-            raise ValueError(f"alpha_values must be numbers in [0, 1], got {list(self.alpha_values)}")
-        if any(not _is_int(seed) or seed < 0 for seed in self.crossover_seeds):
-            raise ValueError(f"crossover_seeds must be non-negative integers, got {list(self.crossover_seeds)}")
-        for name in ("alpha_values", "crossover_seeds"):
-            values = getattr(self, name)
-            if not values or len(set(values)) != len(values):
-                raise ValueError(f"{name} must be non-empty without duplicates, got {list(values)}")
-        if self.max_runs is not None and (not _is_int(self.max_runs) or self.max_runs < 1):
-            raise ValueError(f"max_runs must be an integer >= 1 or None, got {self.max_runs!r}")
-        if not _in_unit_interval(self.degenerate_threshold):
-            raise ValueError(f"degenerate_threshold must be in [0, 1], got {self.degenerate_threshold!r}")
-        if self.finetune_target not in ("both", "a"):
-            raise ValueError(f"finetune_target must be 'both' or 'a', got {self.finetune_target!r}")
-        if not isinstance(self.include_parent_baseline, bool):
-            raise ValueError(f"include_parent_baseline must be a bool, got {self.include_parent_baseline!r}")
-        if self.scheduler not in ("grid", "halving"):
-            raise ValueError(f"scheduler must be 'grid' or 'halving', got {self.scheduler!r}")
-        if not _is_int(self.eta) or self.eta < 2:
-            raise ValueError(f"eta must be an integer >= 2, got {self.eta!r}")
-        if not _is_int(self.min_epochs) or self.min_epochs < 1:
-            raise ValueError(f"min_epochs must be an integer >= 1, got {self.min_epochs!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        size = len(_recipes(self)) * len(_regimes(self))
-        if size > MAX_TRIALS and (self.max_runs is None or self.max_runs > MAX_TRIALS):
-            raise ValueError(f"the custom grid has {size} trials, over the limit of {MAX_TRIALS}: narrow it or set max_runs <= {MAX_TRIALS}")
-
-    @property
-    def finetune_seed(self) -> int:
-        """The fine-tune seed shared by every trial of this search."""
-        return derive_seed(self.seed, "search/finetune")
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """One trial: a crossover recipe and a fine-tune regime, at position ``index`` of the grid."""
-
-    index: int
-    trial_id: str
-    crossover: CrossoverConfig
-    regime: str
-    finetune: FinetuneConfig
-
-    @property
-    def crossover_seed(self) -> int | None:
-        """The seed the crossover draws from: only ``random`` mode draws, the others record None."""
-        return _drawn_seed(self.crossover)
-
-    def to_dict(self) -> dict:
+    def describe(self) -> dict[str, str]:
         return {
-            "index": self.index,
-            "trial_id": self.trial_id,
-            "crossover": {**dataclasses.asdict(self.crossover), "seed": self.crossover_seed},
-            "regime": self.regime,
-            "finetune": dataclasses.asdict(self.finetune),
+            "train": f"{len(self.train)} states: fine-tuning (and unit matching for aligned recipes)",
+            "selection": f"{len(self.selection)} states: halving promotions, ranking, the winner and the "
+            "recommendation",
+            "evaluation": f"{len(self.evaluation)} states: every reported figure; no choice looks at them",
         }
-
-
-def trials(config: SearchConfig) -> list[TrialSpec]:
-    """The search's trials in run order (recipe-major), cut to ``config.max_runs``.
-
-    Ids follow the reference: ``{index:03d}_{mode}_a{alpha:.2f, "." -> "p"}_s{seed|None}_{regime}``,
-    e.g. ``000_random_a0p50_s0_short``, ``006_layer_a0p50_sNone_long``.
-    """
-    teacher_weight_a = 0.5 if config.finetune_target == "both" else 1.0
-    specs = []
-    for recipe in _recipes(config):
-        for regime in _regimes(config):
-            index = len(specs)
-            finetune_config = FinetuneConfig(regime=regime, seed=config.finetune_seed, teacher_weight_a=teacher_weight_a)
-            alpha = f"{recipe.alpha:.2f}".replace(".", "p")
-            trial_id = f"{index:03d}_{recipe.mode}_a{alpha}_s{_drawn_seed(recipe)}_{regime}"
-            specs.append(TrialSpec(index, trial_id, recipe, regime, finetune_config))
-    return specs[: config.max_runs]
 
 
 def search_states(
@@ -212,21 +108,24 @@ def search_states(
     input_dim: int,
     n_states: int = 1000,
     train_states: np.ndarray | torch.Tensor | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(train_states, eval_states)``, float32 ``(n, input_dim)`` each.
+) -> SearchStates:
+    """The search's train, selection and evaluation states.
 
-    Both are standard-normal draws from seeds derived from ``config.seed``
-    for different purposes, so the children are scored on states they were
-    not fine-tuned on (the reference scores on its fine-tune buffer). Given
-    ``train_states`` (an uploaded buffer) are validated and returned as they
-    are; the ``n_states`` evaluation states are drawn either way.
+    Each is a standard-normal draw from its own seed derived from
+    ``config.seed`` (the reference scores on its fine-tune buffer and ranks on
+    what it reports). Given ``train_states`` (an uploaded buffer) are
+    validated and used for fine-tuning as they are; ``n_states`` selection
+    and evaluation states are drawn either way.
     """
     if train_states is None:
         train = synthetic_states(SyntheticStates(n_states, derive_seed(config.seed, "search/train_states")), input_dim)
     else:
         train = validate_states(np.asarray(train_states), input_dim)
+    selection = synthetic_states(
+        SyntheticStates(n_states, derive_seed(config.seed, "search/selection_states")), input_dim
+    )
     evaluation = synthetic_states(SyntheticStates(n_states, derive_seed(config.seed, "search/eval_states")), input_dim)
-    return train, evaluation
+    return SearchStates(train, selection, evaluation)
 
 
 @dataclass(frozen=True)
@@ -241,7 +140,9 @@ class TrialResult:
     (0 for a grid). ``metrics`` holds ``primary_metric``,
     ``child_vs_parent_{a,b}_agreement``, ``oracle_agreement``,
     ``kl_divergence_{a,b}``, ``mse_{a,b}`` and ``cosine_{a,b}`` on the
-    evaluation states; ``finetune`` the fine-tune record (validation loss and
+    evaluation states (reported, never chosen on); ``selection_metrics``
+    ``primary_metric``, both agreements and ``oracle_agreement`` on the
+    selection states (what promotions and ranking use); ``finetune`` the fine-tune record (validation loss and
     agreement with A on the fine-tune validation split before and after,
     ``best_epoch``, ``epochs_run``); ``durations`` seconds per stage;
     ``report`` the full ``validate_recombination`` report.
@@ -254,9 +155,14 @@ class TrialResult:
     child_int8: Checkpoint | None
     evaluated_format: Literal["float32", "int8"]
     metrics: dict[str, float]
+    selection_metrics: dict[str, float]
     finetune: dict[str, Any]
     durations: dict[str, float]
     report: dict
+
+    @property
+    def selection_primary(self) -> float:
+        return self.selection_metrics["primary_metric"]
 
     @property
     def trial_id(self) -> str:
@@ -282,6 +188,7 @@ class TrialResult:
             "evaluated_format": self.evaluated_format,
             "has_int8_export": self.child_int8 is not None,
             "metrics": dict(self.metrics),
+            "selection_metrics": dict(self.selection_metrics),
             "finetune": dict(self.finetune),
             "durations": dict(self.durations),
             "report": self.report,
@@ -303,64 +210,68 @@ def trial_result_from_dict(data: dict, spec: TrialSpec) -> TrialResult:
         child_int8=None,
         evaluated_format=data["evaluated_format"],
         metrics=dict(data["metrics"]),
+        selection_metrics=dict(data["selection_metrics"]),
         finetune=dict(data["finetune"]),
         durations=dict(data["durations"]),
         report=data["report"],
     )
 
 
+@single_threaded
 def run_trial(
     parent_a: Checkpoint,
     parent_b: Checkpoint,
     spec: TrialSpec,
-    train_states: np.ndarray | torch.Tensor,
-    eval_states: np.ndarray | torch.Tensor,
+    states: SearchStates,
     *,
     epochs: int | None = None,
     rung: int = 0,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    interrupt: Interrupt | None = None,
 ) -> TrialResult:
-    """Cross over, fine-tune on ``train_states``, and score on ``eval_states``.
+    """Cross over, fine-tune on ``states.train``, and score on ``states.selection`` and ``states.evaluation``.
 
     Parents may be float32 or int8 (crossover dequantizes them). ``aligned``
-    recipes match units on ``train_states``. ``epochs`` overrides the
+    recipes match units on the training states. ``epochs`` overrides the
     regime's epochs (a halving rung); ``rung`` is recorded in the result.
-    ``on_epoch`` is passed to the fine-tune loop (progress, cancellation).
+    ``on_epoch`` (progress) and ``interrupt`` (``core.interrupt``) reach the
+    crossover, the fine-tune loop and the evaluations.
     Same inputs give bit-identical children and metrics.
     """
     started = time.perf_counter()
-    train = validate_states(np.asarray(train_states), parent_a.arch.input_dim)
-    crossed = crossover(parent_a, parent_b, spec.crossover, states=train if spec.crossover.needs_states else None)
+    train = validate_states(np.asarray(states.train), parent_a.arch.input_dim)
+    crossed = crossover(
+        parent_a, parent_b, spec.crossover, states=train if spec.crossover.needs_states else None, interrupt=interrupt
+    )
     crossed_at = time.perf_counter()
     config = spec.finetune if epochs is None else dataclasses.replace(spec.finetune, epochs=epochs)
-    tuned = finetune(crossed.child, parent_a, train, config, reference_b=parent_b, on_epoch=on_epoch)
+    tuned = finetune(
+        crossed.child, parent_a, train, config, reference_b=parent_b, on_epoch=on_epoch, interrupt=interrupt
+    )
     tuned_at = time.perf_counter()
-    lineage = {"stage": "search_trial", **spec.to_dict(), "finetune": dataclasses.asdict(config)}
+    lineage = {
+        **tuned.child.metadata,
+        "stage": "search_trial",
+        **spec.to_dict(),
+        "finetune": dataclasses.asdict(config),
+    }
     child = dataclasses.replace(tuned.child, metadata=lineage)
     child_int8 = dataclasses.replace(tuned.child_int8, metadata=lineage) if tuned.child_int8 is not None else None
     evaluated = child_int8 if child_int8 is not None else child
-    report = validate_recombination(evaluated, parent_a, parent_b, eval_states, EVALUATION)
+    selection = validate_recombination(
+        evaluated, parent_a, parent_b, states.selection, EVALUATION, interrupt=interrupt
+    )["summary"]
+    report = validate_recombination(evaluated, parent_a, parent_b, states.evaluation, EVALUATION, interrupt=interrupt)
     finished = time.perf_counter()
-    versus_a, versus_b = report["comparisons"]["child_vs_parent_a"], report["comparisons"]["child_vs_parent_b"]
     return TrialResult(
         spec=spec,
-        epochs=config.epochs,
+        epochs=config.train_config().epochs,
         rung=rung,
         child=child,
         child_int8=child_int8,
         evaluated_format=evaluated.format,
-        metrics={
-            "primary_metric": report["summary"]["primary_metric"],
-            "child_vs_parent_a_agreement": versus_a["action_agreement"],
-            "child_vs_parent_b_agreement": versus_b["action_agreement"],
-            "oracle_agreement": report["summary"]["oracle_agreement"],
-            "kl_divergence_a": versus_a["kl_divergence"],
-            "kl_divergence_b": versus_b["kl_divergence"],
-            "mse_a": versus_a["mse"],
-            "mse_b": versus_b["mse"],
-            "cosine_a": versus_a["mean_cosine_similarity"],
-            "cosine_b": versus_b["mean_cosine_similarity"],
-        },
+        metrics=_reported_figures(report),
+        selection_metrics=_selection_figures(selection),
         finetune={
             "before_val_loss": tuned.before.val_loss if tuned.before is not None else None,
             "after_val_loss": tuned.after.val_loss if tuned.after is not None else None,
@@ -380,20 +291,49 @@ def run_trial(
     )
 
 
-def parent_baselines(parent_a: Checkpoint, parent_b: Checkpoint, eval_states: np.ndarray | torch.Tensor) -> list[dict]:
-    """Both parents scored as if they were children, on the trials' evaluation states.
+def _reported_figures(report: dict) -> dict[str, float]:
+    """A trial's (or a parent's) figures on the evaluation states, from its ``validate_recombination`` report."""
+    summary, versus_a, versus_b = (
+        report["summary"],
+        report["comparisons"]["child_vs_parent_a"],
+        report["comparisons"]["child_vs_parent_b"],
+    )
+    return {
+        "primary_metric": summary["primary_metric"],
+        "child_vs_parent_a_agreement": versus_a["action_agreement"],
+        "child_vs_parent_b_agreement": versus_b["action_agreement"],
+        "oracle_agreement": summary["oracle_agreement"],
+        "bound_fraction": summary["bound_fraction"],
+        "kl_divergence_a": versus_a["kl_divergence"],
+        "kl_divergence_b": versus_b["kl_divergence"],
+        "mse_a": versus_a["mse"],
+        "mse_b": versus_b["mse"],
+        "cosine_a": versus_a["mean_cosine_similarity"],
+        "cosine_b": versus_b["mean_cosine_similarity"],
+    }
+
+
+def _selection_figures(summary: dict) -> dict[str, float]:
+    return {
+        "primary_metric": summary["primary_metric"],
+        "child_vs_parent_a_agreement": summary["child_agrees_with_parent_a"],
+        "child_vs_parent_b_agreement": summary["child_agrees_with_parent_b"],
+        "oracle_agreement": summary["oracle_agreement"],
+    }
+
+
+def parent_baselines(parent_a: Checkpoint, parent_b: Checkpoint, states: SearchStates) -> list[dict]:
+    """Both parents scored as if they were children, on the trials' selection and evaluation states.
 
     Parent A agrees with A fully, so its primary metric is its agreement with
     B; parent B is the mirror. These are the rows a child has to beat to be
     worth more than keeping a parent. Rows have the leaderboard's columns
     without ``rank`` and ``degenerate``.
     """
-    states = torch.from_numpy(validate_states(np.asarray(eval_states), parent_a.arch.input_dim))
-    with torch.inference_mode():
-        q_a, q_b = inference_forward(parent_a)(states), inference_forward(parent_b)(states)
     rows = []
-    for name, parent, q_self in (("parent_a", parent_a, q_a), ("parent_b", parent_b, q_b)):
-        agree_a, agree_b = metrics.action_agreement(q_a, q_self), metrics.action_agreement(q_b, q_self)
+    for name, parent in (("parent_a", parent_a), ("parent_b", parent_b)):
+        selection = validate_recombination(parent, parent_a, parent_b, states.selection, EVALUATION)["summary"]
+        report = validate_recombination(parent, parent_a, parent_b, states.evaluation, EVALUATION)
         rows.append(
             {
                 "trial_id": name,
@@ -406,40 +346,49 @@ def parent_baselines(parent_a: Checkpoint, parent_b: Checkpoint, eval_states: np
                 "epochs": None,
                 "rung": None,
                 "evaluated_format": parent.format,
-                "primary_metric": min(agree_a, agree_b),
-                "child_vs_parent_a_agreement": agree_a,
-                "child_vs_parent_b_agreement": agree_b,
-                "oracle_agreement": metrics.oracle_agreement(q_self, q_a, q_b),
-                "kl_divergence_a": metrics.kl_divergence(q_a, q_self),
-                "kl_divergence_b": metrics.kl_divergence(q_b, q_self),
-                "mse_a": metrics.mse(q_a, q_self),
-                "mse_b": metrics.mse(q_b, q_self),
-                "cosine_a": metrics.mean_cosine_similarity(q_a, q_self),
-                "cosine_b": metrics.mean_cosine_similarity(q_b, q_self),
+                "selection_primary_metric": selection["primary_metric"],
+                **_reported_figures(report),
             }
         )
     return rows
 
 
-def leaderboard(results: Sequence[TrialResult], baselines: Sequence[dict], degenerate_threshold: float = 0.0) -> list[dict]:
-    """Children and parent baselines ranked together by primary metric, best first.
+def leaderboard(
+    results: Sequence[TrialResult], baselines: Sequence[dict], degenerate_threshold: float = 0.0
+) -> list[dict]:
+    """Children and parent baselines ranked together by their primary metric on the selection states, best first.
 
-    Ties go to the lower trial index, and parents come after children they
-    tie with; ranks are 1..n in that order. ``degenerate`` is
-    ``primary_metric < degenerate_threshold`` (never with threshold 0). With
-    halving, pass each trial's latest result: a row's ``epochs`` and
-    ``rung`` say how far it was trained.
+    Each row reports its figures on the evaluation states (``primary_metric``
+    and the rest) beside the selection figure it was ranked by
+    (``selection_primary_metric``), so the order is not chosen on the
+    figures it shows. Ties go to the lower trial index, and parents come
+    after children they tie with; ranks are 1..n in that order.
+    ``degenerate`` is ``primary_metric < degenerate_threshold`` (never with
+    threshold 0). With halving, pass each trial's latest result: a row's
+    ``epochs`` and ``rung`` say how far it was trained.
     """
     rows = [_child_row(result) for result in results] + [dict(row) for row in baselines]
-    rows.sort(key=lambda row: (-row["primary_metric"], row["is_parent_baseline"], row["index"] or 0, row["trial_id"]))
+    rows.sort(
+        key=lambda row: (
+            -row["selection_primary_metric"],
+            row["is_parent_baseline"],
+            row["index"] or 0,
+            row["trial_id"],
+        )
+    )
     for rank, row in enumerate(rows, start=1):
         row["rank"] = rank
         row["degenerate"] = _degenerate(row["primary_metric"], degenerate_threshold)
     return rows
 
 
-def ranked_rows(results: Sequence[TrialResult], baselines: Sequence[dict], checkpoint_ids: dict[int, str], degenerate_threshold: float = 0.0) -> list[dict]:
-    """``leaderboard`` rows, each child's naming the stored checkpoint of its trial (``checkpoint_ids`` by trial index)."""
+def ranked_rows(
+    results: Sequence[TrialResult],
+    baselines: Sequence[dict],
+    checkpoint_ids: dict[int, str],
+    degenerate_threshold: float = 0.0,
+) -> list[dict]:
+    """``leaderboard`` rows, each child's naming its trial's stored checkpoint (``checkpoint_ids`` by trial index)."""
     rows = leaderboard(results, baselines, degenerate_threshold)
     for row in rows:
         row["checkpoint_id"] = None if row["is_parent_baseline"] else checkpoint_ids.get(row["index"])
@@ -471,7 +420,14 @@ def search_report(
     best = next((row for row in rows if not row["is_parent_baseline"]), None)
     return {
         "passed": best is not None and not best["degenerate"],
-        "winner": None if best is None else {"trial_id": best["trial_id"], "checkpoint_id": best["checkpoint_id"], "primary_metric": best["primary_metric"]},
+        "winner": None
+        if best is None
+        else {
+            "trial_id": best["trial_id"],
+            "checkpoint_id": best["checkpoint_id"],
+            "primary_metric": best["primary_metric"],
+            "selection_primary_metric": best["selection_primary_metric"],
+        },
         "leaderboard": rows,
         "manifest": entries,
         "recommendation": recommendation(results, rows),
@@ -488,7 +444,9 @@ def search_report(
     }
 
 
-def manifest(config: SearchConfig, specs: Sequence[TrialSpec], results: Sequence[TrialResult], torch_version: str) -> list[dict]:
+def manifest(
+    config: SearchConfig, specs: Sequence[TrialSpec], results: Sequence[TrialResult], torch_version: str
+) -> list[dict]:
     """One JSON-ready entry per trial, in run order: the full config it ran with and what it measured.
 
     ``results`` holds each trial's latest result (any order); a trial
@@ -516,7 +474,9 @@ def manifest(config: SearchConfig, specs: Sequence[TrialSpec], results: Sequence
                 "stopped_at_rung": None if result is None else result.rung,
                 "evaluated_format": None if result is None else result.evaluated_format,
                 "metrics": None if result is None else dict(result.metrics),
-                "degenerate": None if result is None else _degenerate(result.metrics["primary_metric"], config.degenerate_threshold),
+                "degenerate": None
+                if result is None
+                else _degenerate(result.metrics["primary_metric"], config.degenerate_threshold),
                 "finetune_metrics": None if result is None else dict(result.finetune),
                 "durations": None if result is None else dict(result.durations),
                 "torch_version": torch_version,
@@ -531,6 +491,9 @@ def recommendation(results: Sequence[TrialResult], rows: Sequence[dict]) -> dict
     ``rows`` is the ``leaderboard``. Averages and the seed spread use only
     results trained for their regime's full epochs (so halving's early exits
     do not drag a mode down); each group lists how many trials it averages.
+    The recommended mode and regime are those with the best mean on the
+    selection states (``mean_selection_primary``); ``mean_primary`` is the
+    reported mean on the evaluation states.
     ``random_seed_spread`` gives, per (alpha, regime) of the random mode,
     the primary metric of each crossover seed and their sample standard
     deviation: how much of a ranking is seed luck.
@@ -542,21 +505,24 @@ def recommendation(results: Sequence[TrialResult], rows: Sequence[dict]) -> dict
     by_regime = _mean_primary(complete, lambda result: result.spec.regime)
     for regime, group in by_regime.items():
         group["lr"], group["epochs"] = REGIMES[regime].lr, REGIMES[regime].epochs
-    spread: dict[tuple[float, str], dict[int, float]] = {}
+    spread: dict[tuple[float, str], dict[int | None, float]] = {}
     for result in complete:
         if result.spec.crossover.mode == "random":
             group = spread.setdefault((result.spec.crossover.alpha, result.spec.regime), {})
             group[result.spec.crossover.seed] = result.metrics["primary_metric"]
     baseline = parent_rows[0]["primary_metric"] if parent_rows else None
     best = child_rows[0] if child_rows else None
+    # The A-vs-B agreement; the winner beats keeping a parent if it was chosen over them on the selection states.
     return {
         "n_children": len(child_rows),
         "n_degenerate": sum(row["degenerate"] for row in child_rows),
         "best_child": best,
         "top_3": [row["trial_id"] for row in child_rows[:3]],
         "best_row_is_parent": bool(rows) and rows[0]["is_parent_baseline"],
-        "parent_baseline_agreement": baseline,
-        "best_child_beats_parents": None if best is None or baseline is None else best["primary_metric"] > baseline,
+        "parents_agreement": baseline,
+        "best_child_beats_parents": None
+        if best is None or not parent_rows
+        else best["primary_metric"] > max(row["primary_metric"] for row in parent_rows),
         "by_mode": by_mode,
         "by_regime": by_regime,
         "recommended_mode": next((name for name, group in by_mode.items() if group["recommended"]), None),
@@ -574,84 +540,9 @@ def recommendation(results: Sequence[TrialResult], rows: Sequence[dict]) -> dict
     }
 
 
-@dataclass(frozen=True)
-class Rung:
-    """One round of a schedule: ``n_trials`` trials run, trial ``i`` for ``epochs[i]`` fine-tune epochs.
-
-    ``epochs`` has an entry for every trial of the search (indexed by trial
-    index), whether or not it survives to this rung. In the ``final`` rung
-    every trial runs its regime's full epochs.
-    """
-
-    index: int
-    n_trials: int
-    epochs: tuple[int, ...]
-    final: bool
-
-    def epochs_for(self, spec: TrialSpec) -> int:
-        return self.epochs[spec.index]
-
-
-def halving_plan(config: SearchConfig, specs: Sequence[TrialSpec]) -> list[Rung]:
-    """The rungs ``specs`` run in: successive halving over fine-tune epochs, within each regime.
-
-    ``R`` rounds come before the final one: ``floor(log_eta(n))`` for ``n``
-    trials, but no more than it takes to bring every regime down to one
-    trial. Rung ``r`` gives each trial ``full // eta**(R - r)`` epochs of its
-    own regime's ``full`` (at least ``config.min_epochs``): a ninth, then a
-    third of the budget... so every rung multiplies a trial's epochs by
-    ``eta``. After each rung the best ``ceil(n_regime / eta)`` trials of each
-    regime go on (``promote``); the final rung runs the survivors, at least
-    one per regime, at full epochs. A rung that would give no trial more
-    epochs than the previous one is skipped. With ``scheduler="grid"`` the
-    plan is one final rung holding every trial, so a runner has one code path.
-
-    Partial budgets are compared only within a regime, because regimes learn
-    at different rates and an early score measures that rate, not where a
-    trial ends. On the ``default`` preset with the baseline students (search
-    seeds 0-4), grid's usual winner, a ``long`` child (lr 1e-4), scores
-    0.32-0.35 after 2 of its 20 epochs and ends at 0.50-0.52, while the best
-    ``short`` child scores 0.49-0.50 after 1 of its 5 epochs and ends at
-    0.48-0.50. Ranked all together, the first rung kept one ``long`` trial
-    of seven, not that one, and halving missed grid's best score by
-    0.014-0.040 on 4 of 5 seeds; ranked per regime it found grid's winner on
-    all 5 with 64 of grid's 175 epochs. Budget fractions (rather than one
-    epoch count for all) keep each rung's epochs in proportion to the
-    regime's own budget.
-
-    A promoted trial restarts from its crossover with the new epoch count
-    rather than continuing from its rung checkpoint. Restarting costs at most
-    a ``1 / eta`` share more epochs and buys: a trial stays one deterministic
-    function call (no optimizer state carried between jobs), a survivor's
-    final result is bit-identical to the grid's for the same trial (so the
-    two schedulers compare exactly), and a trial whose epochs do not grow
-    from one rung to the next keeps its result instead of running again.
-    """
-    n_trials = len(specs)
-    full = tuple(spec.finetune.epochs for spec in specs)
-    if config.scheduler == "grid" or n_trials <= 1:
-        return [Rung(0, n_trials, full, True)]
-    regime_sizes = list(Counter(spec.regime for spec in specs).values())
-    rounds, largest = 0, max(regime_sizes)
-    # Past one trial per regime a round would promote every survivor: epochs for nothing.
-    while config.eta ** (rounds + 1) <= n_trials and largest > 1:
-        rounds, largest = rounds + 1, math.ceil(largest / config.eta)
-    rungs: list[Rung] = []
-    for round_index in range(rounds):
-        divisor = config.eta ** (rounds - round_index)
-        epochs = tuple(min(epochs, max(config.min_epochs, epochs // divisor)) for epochs in full)
-        if epochs == full:
-            break
-        if rungs and epochs == rungs[-1].epochs:
-            continue
-        rungs.append(Rung(len(rungs), sum(regime_sizes), epochs, False))
-        regime_sizes = [math.ceil(size / config.eta) for size in regime_sizes]
-    rungs.append(Rung(len(rungs), sum(regime_sizes), full, True))
-    return rungs
-
-
 def promote(rung_results: Sequence[TrialResult], eta: int) -> list[int]:
-    """Indices of the best ``ceil(n / eta)`` results of each regime by primary metric (ties: lower index), in index order.
+    """Indices of the best ``ceil(n / eta)`` results of each regime by primary metric on the selection states (ties:
+    lower index), in index order.
 
     Each regime is ranked on its own (see ``halving_plan``), so every regime
     keeps at least one trial.
@@ -659,14 +550,16 @@ def promote(rung_results: Sequence[TrialResult], eta: int) -> list[int]:
     by_regime: dict[str, list[TrialResult]] = {}
     for result in rung_results:
         by_regime.setdefault(result.spec.regime, []).append(result)
-    promoted = []
+    promoted: list[int] = []
     for results in by_regime.values():
-        ranked = sorted(results, key=lambda result: (-result.metrics["primary_metric"], result.index))
+        ranked = sorted(results, key=lambda result: (-result.selection_primary, result.index))
         promoted.extend(result.index for result in ranked[: math.ceil(len(results) / eta)])
     return sorted(promoted)
 
 
-def rung_work(rung: Rung, survivors: Sequence[int], specs: Sequence[TrialSpec], latest: dict[int, TrialResult]) -> tuple[list[TrialSpec], list[TrialResult]]:
+def rung_work(
+    rung: Rung, survivors: Sequence[int], specs: Sequence[TrialSpec], latest: dict[int, TrialResult]
+) -> tuple[list[TrialSpec], list[TrialResult]]:
     """What one rung needs: the trials to run (longest first), and the results it keeps as they are.
 
     A survivor whose epochs do not grow in this rung keeps its latest result
@@ -705,14 +598,16 @@ def run_search(
     parent_a: Checkpoint,
     parent_b: Checkpoint,
     config: SearchConfig,
-    train_states: np.ndarray | torch.Tensor,
-    eval_states: np.ndarray | torch.Tensor,
+    states: SearchStates,
+    interrupt: Interrupt | None = None,
 ) -> SearchRun:
     """Run every trial of ``config`` serially, rung by rung (``halving_plan``).
 
     The worker runs the same plan with one job per trial; this is the
-    in-process form for notebooks, tests and benchmarks.
+    in-process form for notebooks, tests and benchmarks. ``interrupt``
+    (``core.interrupt``) runs before each trial and inside it.
     """
+    check = checker(interrupt)
     started = time.perf_counter()
     specs = trials(config)
     plan = halving_plan(config, specs)
@@ -724,7 +619,10 @@ def run_search(
         to_run, kept = rung_work(rung, survivors, specs, latest)
         results_here = list(kept)
         for spec in to_run:
-            result = run_trial(parent_a, parent_b, spec, train_states, eval_states, epochs=rung.epochs_for(spec), rung=rung.index)
+            check()
+            result = run_trial(
+                parent_a, parent_b, spec, states, epochs=rung.epochs_for(spec), rung=rung.index, interrupt=check
+            )
             finetune_epochs += result.finetune["epochs_run"]
             results_here.append(result)
         latest.update({result.index: result for result in results_here})
@@ -742,32 +640,6 @@ def run_search(
     )
 
 
-def _recipes(config: SearchConfig) -> tuple[CrossoverConfig, ...]:
-    if config.preset != "custom":
-        return PRESETS[config.preset][0]
-    recipes: list[CrossoverConfig] = []
-    for mode in config.crossover_modes:
-        if mode == "random":
-            recipes.extend(
-                CrossoverConfig(mode="random", alpha=alpha, seed=seed) for seed in config.crossover_seeds for alpha in config.alpha_values
-            )
-        elif mode == "layer":
-            recipes.append(CrossoverConfig(mode="layer", alpha=UNUSED_ALPHA))
-        else:
-            recipes.extend(CrossoverConfig(mode=mode, alpha=alpha) for alpha in config.alpha_values)
-    return tuple(recipes)
-
-
-def _drawn_seed(recipe: CrossoverConfig) -> int | None:
-    # Layer, weighted and aligned recipes keep CrossoverConfig's fixed default
-    # seed, which they never draw from; ids and manifests show None for them.
-    return recipe.seed if recipe.mode == "random" else None
-
-
-def _regimes(config: SearchConfig) -> tuple[str, ...]:
-    return PRESETS[config.preset][1] if config.preset != "custom" else config.finetune_regimes
-
-
 def _child_row(result: TrialResult) -> dict:
     spec = result.spec
     return {
@@ -781,35 +653,30 @@ def _child_row(result: TrialResult) -> dict:
         "epochs": result.epochs,
         "rung": result.rung,
         "evaluated_format": result.evaluated_format,
+        "selection_primary_metric": result.selection_primary,
         **result.metrics,
     }
 
 
 def _mean_primary(results: Sequence[TrialResult], group_of: Callable[[TrialResult], str]) -> dict[str, dict]:
-    groups: dict[str, list[float]] = {}
+    groups: dict[str, list[TrialResult]] = {}
     for result in results:
-        groups.setdefault(group_of(result), []).append(result.metrics["primary_metric"])
-    summary = {name: {"mean_primary": statistics.fmean(values), "n": len(values), "recommended": False} for name, values in groups.items()}
+        groups.setdefault(group_of(result), []).append(result)
+    summary = {
+        name: {
+            "mean_primary": statistics.fmean(result.metrics["primary_metric"] for result in members),
+            "mean_selection_primary": statistics.fmean(result.selection_primary for result in members),
+            "n": len(members),
+            "recommended": False,
+        }
+        for name, members in groups.items()
+    }
     if summary:
-        # First of equal means wins, so the choice follows run order.
-        best = max(summary, key=lambda name: summary[name]["mean_primary"])
+        # Chosen on the selection states; the first of equal means wins, so the choice follows run order.
+        best = max(summary, key=lambda name: summary[name]["mean_selection_primary"])
         summary[best]["recommended"] = True
     return summary
 
 
 def _degenerate(primary: float, threshold: float) -> bool:
     return threshold > 0 and primary < threshold
-
-
-def _check_names(field: str, names: tuple[str, ...], valid: tuple[str, ...]) -> None:
-    unknown = [name for name in names if name not in valid]
-    if unknown or not names or len(set(names)) != len(names):
-        raise ValueError(f"{field} must be distinct names from {', '.join(valid)}, got {list(names)}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _in_unit_interval(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0

@@ -8,76 +8,33 @@ the report. All figures come from ``core.metrics``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from core import metrics
 from core.artifacts import Checkpoint, encode
+from core.configs import (  # noqa: F401 (re-exported: the stage's settings live in core.configs)
+    EVAL_CHUNK_STATES,
+    MAX_REPEATS,
+    MAX_ROLLOUT_EPISODES,
+    MAX_ROLLOUT_STEPS,
+    MAX_SEED,
+    MAX_TOP_K,
+    MAX_TOP_K_VALUES,
+    DistillationValidationConfig,
+    QuantizedValidationConfig,
+    RecombinationTarget,
+    RecombinationValidationConfig,
+)
+from core.interrupt import Interrupt, checker
 from core.mdp import LinearMDP, greedy_returns, initial_states
 from core.networks import QNetworkArch
 from core.quantize import inference_forward, is_static
 from core.states import validate_states
 
 SCHEMA_VERSION = "1.0"  # of every report body, validators and job reports alike
-EVAL_CHUNK_STATES = 65_536  # bounds the activation memory of one evaluation forward
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class QuantizedValidationConfig:
-    """Thresholds and benchmark settings of ``validate_quantized`` (reference defaults).
-
-    ``gate_latency`` False reports ``max_latency_ratio`` without gating on it;
-    ``throughput_batch_size`` 0 skips the throughput measurement.
-    """
-
-    min_action_agreement: float = 0.75
-    max_mean_q_error: float = 0.5
-    min_cosine_similarity: float = 0.75
-    max_latency_ratio: float = 2.0
-    gate_latency: bool = False
-    top_k_values: tuple[int, ...] = (1, 2, 3)
-    latency_warmup: int = 5
-    latency_repeats: int = 50
-    throughput_batch_size: int = 256
-    throughput_warmup_batches: int = 2
-    throughput_timed_batches: int = 10
-
-    def __post_init__(self) -> None:
-        if not _finite(self.min_action_agreement) or not 0 <= self.min_action_agreement <= 1:
-            raise ValueError(f"min_action_agreement must be in [0, 1], got {self.min_action_agreement!r}")
-        if not _finite(self.max_mean_q_error) or self.max_mean_q_error < 0:
-            raise ValueError(f"max_mean_q_error must be >= 0, got {self.max_mean_q_error!r}")
-        if not _finite(self.min_cosine_similarity) or not -1 <= self.min_cosine_similarity <= 1:
-            raise ValueError(f"min_cosine_similarity must be in [-1, 1], got {self.min_cosine_similarity!r}")
-        if not _finite(self.max_latency_ratio) or self.max_latency_ratio <= 0:
-            raise ValueError(f"max_latency_ratio must be > 0, got {self.max_latency_ratio!r}")
-        if not isinstance(self.gate_latency, bool):
-            raise ValueError(f"gate_latency must be a bool, got {self.gate_latency!r}")
-        if not self.top_k_values or not all(_is_int(k) and k >= 1 for k in self.top_k_values):
-            raise ValueError(f"top_k_values must be a non-empty tuple of integers >= 1, got {self.top_k_values!r}")
-        minimums = {
-            "latency_warmup": 0,
-            "latency_repeats": 1,
-            "throughput_batch_size": 0,
-            "throughput_warmup_batches": 0,
-            "throughput_timed_batches": 1,
-        }
-        for field, minimum in minimums.items():
-            value = getattr(self, field)
-            if not _is_int(value) or value < minimum:
-                raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}")
 
 
 def validate_quantized(
@@ -86,6 +43,8 @@ def validate_quantized(
     states: torch.Tensor | np.ndarray,
     config: QuantizedValidationConfig = QuantizedValidationConfig(),
     teacher: Checkpoint | None = None,
+    actions: np.ndarray | None = None,
+    interrupt: Interrupt | None = None,
 ) -> dict:
     """Compare an int8 checkpoint with the float32 one it was made from, on ``states``.
 
@@ -95,9 +54,12 @@ def validate_quantized(
     ``states[:1]`` (median/mean/p95, float timed first), throughput on the
     first ``min(throughput_batch_size, n)`` states, RSS around building the
     int8 forward, parameter and file bytes with compression ratios, and with a
-    ``teacher`` the fidelity of both models to it. Timings depend on the
+    ``teacher`` the fidelity of both models to it; with recorded ``actions``
+    (int, one per state) ``recorded_actions`` gives each model's agreement
+    with what the agent did. Timings depend on the
     caller's thread setting (workers run one intra-op thread; recorded as
-    ``benchmark.torch_threads``).
+    ``benchmark.torch_threads``). ``interrupt`` (``core.interrupt``) runs
+    per evaluation chunk, timed call and throughput batch.
 
     Raises ``ValueError`` if ``float_ckpt`` is not float32, ``quant_ckpt`` is
     not int8, the architectures differ, or the states do not fit.
@@ -108,8 +70,14 @@ def validate_quantized(
         raise ValueError(f"quant_ckpt must be an int8 checkpoint, got {quant_ckpt.format}")
     if not float_ckpt.arch.same_shapes(quant_ckpt.arch):
         raise ValueError(f"float_ckpt is {float_ckpt.arch.describe()} but quant_ckpt is {quant_ckpt.arch.describe()}")
-    if teacher is not None and (teacher.arch.input_dim, teacher.arch.output_dim) != (float_ckpt.arch.input_dim, float_ckpt.arch.output_dim):
-        raise ValueError(f"teacher is {teacher.arch.describe()}, whose input/output dims differ from float_ckpt's {float_ckpt.arch.describe()}")
+    if teacher is not None and (teacher.arch.input_dim, teacher.arch.output_dim) != (
+        float_ckpt.arch.input_dim,
+        float_ckpt.arch.output_dim,
+    ):
+        raise ValueError(
+            f"teacher is {teacher.arch.describe()}, whose input/output dims differ from float_ckpt's "
+            f"{float_ckpt.arch.describe()}"
+        )
     state_tensor = torch.from_numpy(validate_states(np.asarray(states), float_ckpt.arch.input_dim))
 
     float_forward = inference_forward(float_ckpt)
@@ -117,22 +85,23 @@ def validate_quantized(
     quant_forward = inference_forward(quant_ckpt)
     rss_after = metrics.rss_bytes()
 
-    float_q = _evaluate(float_forward, state_tensor)
-    quant_q = _evaluate(quant_forward, state_tensor)
+    check = checker(interrupt)
+    float_q = _evaluate(float_forward, state_tensor, check)
+    quant_q = _evaluate(quant_forward, state_tensor, check)
     finite = bool(torch.isfinite(quant_q).all())
     fidelity = metrics.fidelity(float_q, quant_q, config.top_k_values) if finite else None
 
     sample = state_tensor[:1]
-    float_latency = metrics.measure_latency(float_forward, sample, config.latency_warmup, config.latency_repeats)
-    quant_latency = metrics.measure_latency(quant_forward, sample, config.latency_warmup, config.latency_repeats)
+    float_latency = metrics.measure_latency(float_forward, sample, config.latency_warmup, config.latency_repeats, check)
+    quant_latency = metrics.measure_latency(quant_forward, sample, config.latency_warmup, config.latency_repeats, check)
     latency_ratio = quant_latency.median_ms / max(float_latency.median_ms, 1e-9)
 
     throughput = None
     if config.throughput_batch_size > 0:
         batch = state_tensor[: config.throughput_batch_size]
         runs = (config.throughput_warmup_batches, config.throughput_timed_batches)
-        float_throughput = metrics.measure_throughput(float_forward, batch, *runs)
-        quant_throughput = metrics.measure_throughput(quant_forward, batch, *runs)
+        float_throughput = metrics.measure_throughput(float_forward, batch, *runs, check)
+        quant_throughput = metrics.measure_throughput(quant_forward, batch, *runs, check)
         throughput = {
             "batch_size": int(batch.shape[0]),
             "float": float_throughput.to_dict(),
@@ -183,6 +152,7 @@ def validate_quantized(
             "torch_version": torch.__version__,
         },
         "teacher": None,
+        "recorded_actions": recorded_action_agreement(actions, {"float": float_q, "quantized": quant_q}),
         "states": {"count": int(state_tensor.shape[0]), "input_dim": int(state_tensor.shape[1])},
         "thresholds": {
             "min_action_agreement": config.min_action_agreement,
@@ -210,8 +180,13 @@ def validate_quantized(
             "File bytes are the safetensors encoding (core.artifacts.encode) of each checkpoint.",
         ],
     }
+    if config.onnxruntime:
+        report["onnxruntime"] = {
+            "float": _onnxruntime_column(float_ckpt, float_q, state_tensor, config, check),
+            "quantized": _onnxruntime_column(quant_ckpt, quant_q, state_tensor, config, check),
+        }
     if teacher is not None:
-        teacher_q = _evaluate(inference_forward(teacher), state_tensor)
+        teacher_q = _evaluate(inference_forward(teacher), state_tensor, check)
         report["teacher"] = {
             "float": metrics.fidelity(teacher_q, float_q, config.top_k_values),
             "quantized": metrics.fidelity(teacher_q, quant_q, config.top_k_values) if finite else None,
@@ -219,10 +194,80 @@ def validate_quantized(
     return report
 
 
-def _evaluate(forward: Callable[[torch.Tensor], torch.Tensor], states: torch.Tensor) -> torch.Tensor:
-    """Q-values ``(n_states, output_dim)`` of ``forward`` on ``states``, in chunks."""
+def _onnxruntime_column(
+    checkpoint: Checkpoint,
+    service_q: torch.Tensor,
+    states: torch.Tensor,
+    config: QuantizedValidationConfig,
+    interrupt: Interrupt,
+) -> dict:
+    """The checkpoint's ONNX export run by onnxruntime (as many intra-op threads as torch uses): speed, size and
+    agreement.
+    """
+    import onnxruntime
+
+    from core.export import onnx_bytes
+
+    data = onnx_bytes(checkpoint.to_file())
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"states": batch.numpy()})[0])
+
+    runtime_q = _evaluate(forward, states, interrupt)
+    column = {
+        "file_bytes": len(data),
+        "action_agreement_with_service": metrics.action_agreement(service_q, runtime_q),
+        "max_abs_error_vs_service": metrics.max_abs_error(service_q, runtime_q),
+        "latency": metrics.measure_latency(
+            forward, states[:1], config.latency_warmup, config.latency_repeats, interrupt
+        ).to_dict(),
+        "throughput": None,
+        "onnxruntime_version": onnxruntime.__version__,
+    }
+    if config.throughput_batch_size > 0:
+        batch = states[: config.throughput_batch_size]
+        column["throughput"] = metrics.measure_throughput(
+            forward, batch, config.throughput_warmup_batches, config.throughput_timed_batches, interrupt
+        ).to_dict()
+    return column
+
+
+def recorded_action_agreement(
+    actions: np.ndarray | torch.Tensor | None, q_values: dict[str, torch.Tensor]
+) -> dict | None:
+    """``{"n_states", <name>: agreement of the model's greedy action with the recorded one}``, or None without actions.
+
+    ``actions`` holds the action the agent actually took in each state (int,
+    ``(n_states,)``); ``q_values`` maps a model's name to its ``(n_states, n_actions)`` Q-values.
+    """
+    if actions is None:
+        return None
+    recorded = torch.as_tensor(np.asarray(actions), dtype=torch.int64)
+    any_q = next(iter(q_values.values()))
+    if recorded.shape != (any_q.shape[0],):
+        raise ValueError(f"actions must have shape ({any_q.shape[0]},), one per state, got {list(recorded.shape)}")
+    if int(recorded.max()) >= any_q.shape[1]:
+        raise ValueError(f"recorded action {int(recorded.max())} is outside the networks' {any_q.shape[1]} actions")
+    return {
+        "n_states": int(recorded.shape[0]),
+        **{name: float((q.argmax(dim=1) == recorded).float().mean()) for name, q in q_values.items()},
+    }
+
+
+def _evaluate(
+    forward: Callable[[torch.Tensor], torch.Tensor], states: torch.Tensor, interrupt: Interrupt
+) -> torch.Tensor:
+    """Q-values ``(n_states, output_dim)`` of ``forward`` on ``states``, in chunks (``interrupt`` before each)."""
+    outputs = []
     with torch.inference_mode():
-        return torch.cat([forward(chunk) for chunk in states.split(EVAL_CHUNK_STATES)])
+        for chunk in states.split(EVAL_CHUNK_STATES):
+            interrupt()
+            outputs.append(forward(chunk))
+    return torch.cat(outputs)
 
 
 def _metric(fidelity: dict | None, name: str) -> float | None:
@@ -240,61 +285,6 @@ def _minimum(value: float | None, threshold: float, gates: bool = True) -> dict:
 
 def _maximum(value: float | None, threshold: float, gates: bool = True) -> dict:
     return _check(value, threshold, value is not None and value <= threshold, gates)
-
-
-
-@dataclass(frozen=True)
-class DistillationValidationConfig:
-    """Thresholds (reference defaults) and options of ``validate_distillation``.
-
-    The optional thresholds (None) are only checked when set.
-    ``gate_cosine`` False reports the raw-Q cosine check without letting it
-    fail the report (see the report's notes); ``max_latency_ratio`` gates only
-    with ``gate_latency``. Robustness slices draw from
-    ``default_rng(robustness_seed)``; ``rollout_episodes`` 0 skips the rollouts.
-    """
-
-    min_action_agreement: float = 0.85
-    max_kl_divergence: float = 0.5
-    max_mse: float = 2.0
-    min_cosine_similarity: float = 0.8
-    max_param_ratio: float = 0.9
-    max_mae: float | None = None
-    max_latency_ratio: float | None = None
-    min_robustness_action_agreement: float | None = None
-    max_relative_return_drop: float | None = None
-    gate_cosine: bool = False
-    gate_latency: bool = False
-    top_k_values: tuple[int, ...] = (1, 2, 3)
-    robustness: bool = True
-    robustness_seed: int = 42
-    rollout_episodes: int = 0
-    rollout_max_steps: int = 50
-    rollout_seed: int = 0
-    latency_warmup: int = 5
-    latency_repeats: int = 50
-
-    def __post_init__(self) -> None:
-        for field in ("max_kl_divergence", "max_mse", "max_param_ratio", "max_mae", "max_latency_ratio", "max_relative_return_drop"):
-            value = getattr(self, field)
-            if value is not None and (not _finite(value) or value < 0):
-                raise ValueError(f"{field} must be a number >= 0, got {value!r}")
-        for field in ("min_action_agreement", "min_robustness_action_agreement"):
-            value = getattr(self, field)
-            if value is not None and (not _finite(value) or not 0 <= value <= 1):
-                raise ValueError(f"{field} must be in [0, 1], got {value!r}")
-        if not _finite(self.min_cosine_similarity) or not -1 <= self.min_cosine_similarity <= 1:
-            raise ValueError(f"min_cosine_similarity must be in [-1, 1], got {self.min_cosine_similarity!r}")
-        for field in ("gate_cosine", "gate_latency", "robustness"):
-            if not isinstance(getattr(self, field), bool):
-                raise ValueError(f"{field} must be a bool, got {getattr(self, field)!r}")
-        if not self.top_k_values or not all(_is_int(k) and k >= 1 for k in self.top_k_values):
-            raise ValueError(f"top_k_values must be a non-empty tuple of integers >= 1, got {self.top_k_values!r}")
-        minimums = {"robustness_seed": 0, "rollout_episodes": 0, "rollout_max_steps": 1, "rollout_seed": 0, "latency_warmup": 0, "latency_repeats": 1}
-        for field, minimum in minimums.items():
-            value = getattr(self, field)
-            if not _is_int(value) or value < minimum:
-                raise ValueError(f"{field} must be an integer >= {minimum}, got {value!r}")
 
 
 DISTILLATION_NOTES = (
@@ -335,6 +325,8 @@ def validate_distillation(
     student: Checkpoint,
     states: torch.Tensor | np.ndarray,
     config: DistillationValidationConfig = DistillationValidationConfig(),
+    actions: np.ndarray | None = None,
+    interrupt: Interrupt | None = None,
 ) -> dict:
     """Compare a distilled ``student`` with its ``teacher`` on ``states`` (reference §8.1).
 
@@ -345,22 +337,38 @@ def validate_distillation(
     ``mean_cosine_similarity``, parameter counts and ``param_ratio``, median
     single-sample latencies (teacher timed first) and ``latency_ratio``,
     ``robustness_slice_agreements`` and, with rollouts, ``rollout``
-    (``core.mdp``). Raises ``ValueError`` when the networks' input/output dims
-    differ or the states do not fit.
+    (``core.mdp``). With recorded ``actions`` (int, one per state),
+    ``recorded_actions`` gives both models' agreement with what the agent did.
+    ``interrupt`` (``core.interrupt``) runs per evaluation chunk, timed call
+    and rollout step. Raises ``ValueError`` when the networks' input/output
+    dims differ or the states or actions do not fit.
     """
     if (teacher.arch.input_dim, teacher.arch.output_dim) != (student.arch.input_dim, student.arch.output_dim):
-        raise ValueError(f"teacher is {teacher.arch.describe()} but student is {student.arch.describe()}: input/output dims differ")
+        raise ValueError(
+            f"teacher is {teacher.arch.describe()} but student is {student.arch.describe()}: input/output dims differ"
+        )
     state_tensor = torch.from_numpy(validate_states(np.asarray(states), teacher.arch.input_dim))
     teacher_forward, student_forward = inference_forward(teacher), inference_forward(student)
-    fidelity = metrics.fidelity(_evaluate(teacher_forward, state_tensor), _evaluate(student_forward, state_tensor), config.top_k_values)
+    check = checker(interrupt)
+    teacher_q, student_q = (
+        _evaluate(teacher_forward, state_tensor, check),
+        _evaluate(student_forward, state_tensor, check),
+    )
+    fidelity = metrics.fidelity(teacher_q, student_q, config.top_k_values)
     slice_agreements = {}
     if config.robustness:
         for name, sliced in robustness_slices(state_tensor, config.robustness_seed).items():
-            slice_agreements[name] = metrics.action_agreement(_evaluate(teacher_forward, sliced), _evaluate(student_forward, sliced))
+            slice_agreements[name] = metrics.action_agreement(
+                _evaluate(teacher_forward, sliced, check), _evaluate(student_forward, sliced, check)
+            )
 
     sample = state_tensor[:1]
-    teacher_latency = metrics.measure_latency(teacher_forward, sample, config.latency_warmup, config.latency_repeats)
-    student_latency = metrics.measure_latency(student_forward, sample, config.latency_warmup, config.latency_repeats)
+    teacher_latency = metrics.measure_latency(
+        teacher_forward, sample, config.latency_warmup, config.latency_repeats, check
+    )
+    student_latency = metrics.measure_latency(
+        student_forward, sample, config.latency_warmup, config.latency_repeats, check
+    )
     parent_params, student_params = teacher.arch.param_count, student.arch.param_count
     report_metrics = {
         **fidelity,
@@ -376,19 +384,25 @@ def validate_distillation(
         "min_action_agreement": _minimum(fidelity["action_agreement"], config.min_action_agreement),
         "max_kl_divergence": _maximum(fidelity["kl_divergence"], config.max_kl_divergence),
         "max_mse": _maximum(fidelity["mse"], config.max_mse),
-        "min_cosine_similarity": _minimum(fidelity["mean_cosine_similarity"], config.min_cosine_similarity, gates=config.gate_cosine),
+        "min_cosine_similarity": _minimum(
+            fidelity["mean_cosine_similarity"], config.min_cosine_similarity, gates=config.gate_cosine
+        ),
         "max_param_ratio": _maximum(report_metrics["param_ratio"], config.max_param_ratio),
     }
     if config.max_mae is not None:
         checks["max_mae"] = _maximum(fidelity["mae"], config.max_mae)
     if config.max_latency_ratio is not None:
-        checks["max_latency_ratio"] = _maximum(report_metrics["latency_ratio"], config.max_latency_ratio, gates=config.gate_latency)
+        checks["max_latency_ratio"] = _maximum(
+            report_metrics["latency_ratio"], config.max_latency_ratio, gates=config.gate_latency
+        )
     if config.min_robustness_action_agreement is not None:
         for name, agreement in slice_agreements.items():
-            checks[f"min_robustness_action_agreement.{name}"] = _minimum(agreement, config.min_robustness_action_agreement)
+            checks[f"min_robustness_action_agreement.{name}"] = _minimum(
+                agreement, config.min_robustness_action_agreement
+            )
     rollout = None
     if config.rollout_episodes:
-        rollout = _distillation_rollout(teacher_forward, student_forward, teacher.arch, config)
+        rollout = _distillation_rollout(teacher_forward, student_forward, teacher.arch, config, check)
         report_metrics["rollout"] = rollout
         if config.max_relative_return_drop is not None:
             checks["max_relative_return_drop"] = _maximum(rollout["relative_drop"], config.max_relative_return_drop)
@@ -415,6 +429,7 @@ def validate_distillation(
         },
         "rollout": rollout,
         "label_metrics": None,
+        "recorded_actions": recorded_action_agreement(actions, {"teacher": teacher_q, "student": student_q}),
         "states": {"count": int(state_tensor.shape[0]), "input_dim": int(state_tensor.shape[1])},
         "benchmark": {
             "top_k_values": list(config.top_k_values),
@@ -432,12 +447,13 @@ def _distillation_rollout(
     student_forward: Callable[[torch.Tensor], torch.Tensor],
     arch: QNetworkArch,
     config: DistillationValidationConfig,
+    interrupt: Interrupt,
 ) -> dict:
     """Mean greedy returns of both models on the same seeded linear MDP and start states."""
     mdp = LinearMDP.from_seed(config.rollout_seed, arch.input_dim, arch.output_dim)
-    starts = initial_states(config.rollout_seed, config.rollout_episodes, arch.input_dim)
-    parent_return = float(greedy_returns(teacher_forward, mdp, starts, config.rollout_max_steps).mean())
-    student_return = float(greedy_returns(student_forward, mdp, starts, config.rollout_max_steps).mean())
+    starts = initial_states(config.rollout_seed, config.rollout_episodes, arch.input_dim, interrupt)
+    parent_return = float(greedy_returns(teacher_forward, mdp, starts, config.rollout_max_steps, interrupt).mean())
+    student_return = float(greedy_returns(student_forward, mdp, starts, config.rollout_max_steps, interrupt).mean())
     return {
         "parent_mean_return": parent_return,
         "student_mean_return": student_return,
@@ -448,38 +464,15 @@ def _distillation_rollout(
     }
 
 
-@dataclass(frozen=True)
-class RecombinationValidationConfig:
-    """Thresholds of ``validate_recombination`` (reference defaults), applied to each child comparison.
+def recombination_bound(parents_agreement: float, target: RecombinationTarget) -> float:
+    """The best target agreement any child can reach.
 
-    ``include_parent_baseline`` adds the ungated A-vs-B comparison (how much
-    the parents agree bounds how much one child can agree with both).
-    ``report_only`` makes ``passed`` true whatever the checks say; the failed
-    checks are still listed.
+    Toward both parents: a child agrees with both wherever they agree (a
+    share AB of the states) and with one of them elsewhere, so the larger of
+    its two agreements is at least, and the smaller at most, ``(1 + AB) / 2``.
+    Toward one parent: 1 (the child can be that parent).
     """
-
-    min_action_agreement: float = 0.70
-    max_kl_divergence: float = 1.0
-    max_mse: float = 5.0
-    min_cosine_similarity: float = 0.70
-    top_k_values: tuple[int, ...] = (1, 2, 3)
-    include_parent_baseline: bool = False
-    report_only: bool = False
-
-    def __post_init__(self) -> None:
-        if not _finite(self.min_action_agreement) or not 0 <= self.min_action_agreement <= 1:
-            raise ValueError(f"min_action_agreement must be in [0, 1], got {self.min_action_agreement!r}")
-        for field in ("max_kl_divergence", "max_mse"):
-            value = getattr(self, field)
-            if not _finite(value) or value < 0:
-                raise ValueError(f"{field} must be >= 0, got {value!r}")
-        if not _finite(self.min_cosine_similarity) or not -1 <= self.min_cosine_similarity <= 1:
-            raise ValueError(f"min_cosine_similarity must be in [-1, 1], got {self.min_cosine_similarity!r}")
-        if not self.top_k_values or not all(_is_int(k) and k >= 1 for k in self.top_k_values):
-            raise ValueError(f"top_k_values must be a non-empty tuple of integers >= 1, got {self.top_k_values!r}")
-        for field in ("include_parent_baseline", "report_only"):
-            if not isinstance(getattr(self, field), bool):
-                raise ValueError(f"{field} must be a bool, got {getattr(self, field)!r}")
+    return (1.0 + parents_agreement) / 2.0 if target == "both" else 1.0
 
 
 def validate_recombination(
@@ -488,41 +481,68 @@ def validate_recombination(
     parent_b: Checkpoint,
     states: torch.Tensor | np.ndarray,
     config: RecombinationValidationConfig = RecombinationValidationConfig(),
+    actions: np.ndarray | None = None,
+    interrupt: Interrupt | None = None,
 ) -> dict:
-    """Compare a crossover child with both parents on ``states`` and gate each comparison.
+    """Compare a crossover child with both parents on ``states`` and judge it against what they allow.
 
     ``states`` is ``(n_states, input_dim)`` float; use states the child was
-    not fine-tuned on. Each checkpoint may be float32 or int8. ``comparisons``
-    holds ``child_vs_parent_a`` and ``child_vs_parent_b`` (the parent is the
-    reference, the child the query: top-1 and top-k agreement, KL at T=1,
-    MSE, MAE, cosine) and, if asked, the ungated ``parent_a_vs_parent_b``.
-    Checks are named ``<comparison>.<metric>``. ``summary.primary_metric`` is
-    ``min(agreement with A, agreement with B)``, the search's ranking figure.
+    not fine-tuned or selected on. Each checkpoint may be float32 or int8.
+    ``comparisons`` holds ``child_vs_parent_a``, ``child_vs_parent_b`` (the
+    parent is the reference, the child the query: top-1 and top-k
+    agreement, KL at T=1, MSE, MAE, cosine) and ``parent_a_vs_parent_b``.
+    ``summary`` holds both agreements, the oracle agreement,
+    ``primary_metric`` (the smaller agreement, the search's ranking figure),
+    ``parents_agreement`` (AB), the ``target``, its ``target_agreement``,
+    ``bound`` and ``bound_fraction``. With recorded ``actions``,
+    ``recorded_actions`` gives each network's agreement with what the agent
+    did. ``interrupt`` (``core.interrupt``) runs per evaluation chunk.
     Raises ``ValueError`` if the architectures differ or the states do not fit.
     """
     for name, parent in (("parent_a", parent_a), ("parent_b", parent_b)):
         if not parent.arch.same_shapes(child.arch):
             raise ValueError(f"{name} is {parent.arch.describe()} but the child is {child.arch.describe()}")
+    target = config.target or child.metadata.get("target") or "both"
     state_tensor = torch.from_numpy(validate_states(np.asarray(states), child.arch.input_dim))
-    q_child, q_a, q_b = (_evaluate(inference_forward(checkpoint), state_tensor) for checkpoint in (child, parent_a, parent_b))
+    check = checker(interrupt)
+    q_child, q_a, q_b = (
+        _evaluate(inference_forward(checkpoint), state_tensor, check) for checkpoint in (child, parent_a, parent_b)
+    )
     comparisons: dict[str, dict] = {}
     checks: dict[str, dict] = {}
+    gates = config.gate_reference_checks
     for name, reference in (("child_vs_parent_a", q_a), ("child_vs_parent_b", q_b)):
         fidelity = metrics.fidelity(reference, q_child, config.top_k_values)
         comparison_checks = {
-            "action_agreement": _minimum(fidelity["action_agreement"], config.min_action_agreement),
-            "kl_divergence": _maximum(fidelity["kl_divergence"], config.max_kl_divergence),
-            "mse": _maximum(fidelity["mse"], config.max_mse),
-            "mean_cosine_similarity": _minimum(fidelity["mean_cosine_similarity"], config.min_cosine_similarity),
+            "action_agreement": _minimum(fidelity["action_agreement"], config.min_action_agreement, gates),
+            "kl_divergence": _maximum(fidelity["kl_divergence"], config.max_kl_divergence, gates),
+            "mse": _maximum(fidelity["mse"], config.max_mse, gates),
+            "mean_cosine_similarity": _minimum(fidelity["mean_cosine_similarity"], config.min_cosine_similarity, gates),
         }
         checks.update({f"{name}.{metric}": check for metric, check in comparison_checks.items()})
-        comparisons[name] = {"label": name, **fidelity, "passed": all(check["passed"] for check in comparison_checks.values())}
-    baseline = None
-    if config.include_parent_baseline:
-        comparisons["parent_a_vs_parent_b"] = {"label": "parent_a_vs_parent_b", **metrics.fidelity(q_a, q_b, config.top_k_values), "passed": None}
-        baseline = comparisons["parent_a_vs_parent_b"]["action_agreement"]
-    failed = [name for name, check in checks.items() if not check["passed"]]
-    agree_a, agree_b = comparisons["child_vs_parent_a"]["action_agreement"], comparisons["child_vs_parent_b"]["action_agreement"]
+        comparisons[name] = {
+            "label": name,
+            **fidelity,
+            "passed": all(check["passed"] for check in comparison_checks.values()),
+        }
+    comparisons["parent_a_vs_parent_b"] = {
+        "label": "parent_a_vs_parent_b",
+        **metrics.fidelity(q_a, q_b, config.top_k_values),
+        "passed": None,
+    }
+    agree_a, agree_b = (
+        comparisons["child_vs_parent_a"]["action_agreement"],
+        comparisons["child_vs_parent_b"]["action_agreement"],
+    )
+    parents_agreement = comparisons["parent_a_vs_parent_b"]["action_agreement"]
+    oracle = metrics.oracle_agreement(q_child, q_a, q_b)
+    target_agreement = {"both": min(agree_a, agree_b), "a": agree_a, "b": agree_b}[target]
+    bound = recombination_bound(parents_agreement, target)
+    bound_fraction = target_agreement / bound
+    checks["bound_fraction"] = _minimum(bound_fraction, config.min_bound_fraction)
+    if target == "both":
+        checks["oracle_agreement"] = _minimum(oracle, config.min_oracle_agreement)
+    failed = [name for name, check in checks.items() if check["gates"] and not check["passed"]]
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "validate-recombination",
@@ -533,17 +553,26 @@ def validate_recombination(
         "summary": {
             "child_agrees_with_parent_a": agree_a,
             "child_agrees_with_parent_b": agree_b,
-            "oracle_agreement": metrics.oracle_agreement(q_child, q_a, q_b),
+            "oracle_agreement": oracle,
             "primary_metric": min(agree_a, agree_b),
-            "parent_baseline_agreement": baseline,
+            "parents_agreement": parents_agreement,
+            "target": target,
+            "target_agreement": target_agreement,
+            "bound": bound,
+            "bound_fraction": bound_fraction,
         },
         "model_formats": {"parent_a": parent_a.format, "parent_b": parent_b.format, "child": child.format},
+        "recorded_actions": recorded_action_agreement(actions, {"child": q_child, "parent_a": q_a, "parent_b": q_b}),
         "states": {"count": int(state_tensor.shape[0]), "input_dim": int(state_tensor.shape[1])},
         "thresholds": {
+            "target": target,
+            "min_bound_fraction": config.min_bound_fraction,
+            "min_oracle_agreement": config.min_oracle_agreement,
             "min_action_agreement": config.min_action_agreement,
             "max_kl_divergence": config.max_kl_divergence,
             "max_mse": config.max_mse,
             "min_cosine_similarity": config.min_cosine_similarity,
+            "gate_reference_checks": config.gate_reference_checks,
             "report_only": config.report_only,
         },
         "torch_version": torch.__version__,

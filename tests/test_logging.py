@@ -10,7 +10,9 @@ from app.core.logging import JsonFormatter, bind_job_id_to_celery_tasks
 
 
 def record(message: str, *args, **extra) -> logging.LogRecord:
-    return logging.getLogger("recomb.worker").makeRecord("recomb.worker", logging.INFO, __file__, 1, message, args, None, extra=extra)
+    return logging.getLogger("recomb.worker").makeRecord(
+        "recomb.worker", logging.INFO, __file__, 1, message, args, None, extra=extra
+    )
 
 
 def test_a_record_is_one_json_object_with_its_extra_fields():
@@ -36,6 +38,8 @@ def test_exceptions_are_kept_in_one_line():
     try:
         raise ValueError("bad input")
     except ValueError:
-        failing = logging.getLogger("recomb.worker").makeRecord("recomb.worker", logging.ERROR, __file__, 1, "job failed", (), sys.exc_info())
+        failing = logging.getLogger("recomb.worker").makeRecord(
+            "recomb.worker", logging.ERROR, __file__, 1, "job failed", (), sys.exc_info()
+        )
     line = JsonFormatter().format(failing)
     assert "\n" not in line and "ValueError: bad input" in json.loads(line)["exc_info"]

@@ -34,7 +34,9 @@ import worker.tasks  # noqa: E402,F401  (registers every job kind on ``celery``)
 @worker_ready.connect
 def _start_background(**_: object) -> None:
     start_reconciler(get_settings(), _stop_reconciler)
-    logging.getLogger("recomb.worker").info("worker ready: torch %s, %d thread(s)", torch.__version__, torch.get_num_threads())
+    logging.getLogger("recomb.worker").info(
+        "worker ready: torch %s, %d thread(s)", torch.__version__, torch.get_num_threads()
+    )
 
 
 @worker_shutdown.connect

@@ -3,6 +3,10 @@
 Runs as a thread in every worker process. Each fix is a conditional UPDATE,
 so several reconcilers never publish the same job twice for one lapse, and a
 duplicate message is harmless anyway: the runner's claim lets only one run.
+A worker's death is noticed here by its stopped heartbeat; ``recomb up``,
+which sees its own workers exit, re-queues their jobs at once with
+``app.lost_jobs.requeue_jobs_of`` instead of waiting for that. Expired idempotency records
+are deleted here too.
 """
 
 from __future__ import annotations
@@ -11,14 +15,17 @@ import logging
 import threading
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import delete
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, select
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, col, select
 
+from app import job_status
 from app.core.config import Settings
 from app.core.db import get_engine
 from app.core.queue import get_celery, publish, queue_depth
-from app.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from app.lost_jobs import requeue_lost
+from app.models import TERMINAL_STATUSES, IdempotencyRecord, Job, JobStatus, utcnow
 
 log = logging.getLogger("recomb.reconciler")
 # A queued job older than this while the queue is empty has lost its message.
@@ -32,41 +39,45 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
     empty_queue = _queue_is_empty()
     with Session(get_engine(settings)) as session:
         stale = now - timedelta(seconds=settings.heartbeat_timeout_s)
-        for job in session.exec(select(Job).where(Job.status == JobStatus.running, Job.heartbeat_at < stale)).all():
-            if job.attempts >= settings.max_attempts:
-                values = {"status": JobStatus.failed, "finished_at": now, "claim_token": None, "error": f"worker lost {job.attempts} times; giving up"}
-                key = "failed"
-            else:
-                values = {"status": JobStatus.queued, "claim_token": None, "stage": "re-queued after worker loss", "published_at": now}
-                key = "requeued"
-            if _conditional_update(session, job, values):
-                counts[key] += 1
-                if key == "requeued":
-                    publish(job.id, job.kind)
+        for job in session.exec(
+            select(Job).where(col(Job.status) == JobStatus.running, col(Job.heartbeat_at) < stale)
+        ).all():
+            outcome = requeue_lost(session, job, settings)
+            if outcome:
+                counts[outcome] += 1
         # A composite job whose children all finished but that was never woken (e.g. a child cancelled while queued).
-        unfinished_child = select(Job.id).where(Job.parent_job_id == Job.__table__.c.id, Job.status.not_in(TERMINAL_STATUSES))
+        # The child is an alias, so the subquery correlates with the outer parent row (a bare Job would
+        # compare each row with itself and find no unfinished child anywhere).
+        child = aliased(Job)
+        unfinished_child = select(child.id).where(
+            col(child.parent_job_id) == col(Job.id), col(child.status).not_in(TERMINAL_STATUSES)
+        )
         parked_before = now - timedelta(seconds=LOST_MESSAGE_AFTER_S)
-        stranded = select(Job).where(Job.status == JobStatus.waiting, Job.heartbeat_at < parked_before, ~unfinished_child.exists())
+        stranded = select(Job).where(
+            col(Job.status) == JobStatus.waiting, col(Job.heartbeat_at) < parked_before, ~unfinished_child.exists()
+        )
         for job in session.exec(stranded).all():
-            if _conditional_update(session, job, {"status": JobStatus.queued, "published_at": now}):
+            if job_status.wake_stranded(session, job, now):
+                session.commit()
                 counts["woken"] += 1
                 publish(job.id, job.kind)
         lost_before = now - timedelta(seconds=LOST_MESSAGE_AFTER_S if empty_queue else settings.requeue_after_s)
-        for job in session.exec(select(Job).where(Job.status == JobStatus.queued, Job.published_at < lost_before)).all():
-            if _conditional_update(session, job, {"published_at": now}):
+        for job in session.exec(
+            select(Job).where(col(Job.status) == JobStatus.queued, col(Job.published_at) < lost_before)
+        ).all():
+            if job_status.republish(session, job, now):
+                session.commit()
                 counts["republished"] += 1
                 publish(job.id, job.kind)
+        session.exec(
+            delete(IdempotencyRecord).where(
+                col(IdempotencyRecord.created_at) < now - timedelta(seconds=settings.idempotency_window_s)
+            )
+        )
+        session.commit()
     if any(counts.values()):
         log.warning("reconciler: %s", counts)
     return counts
-
-
-def _conditional_update(session: Session, job: Job, values: dict) -> bool:
-    result = session.exec(
-        update(Job).where(Job.id == job.id, Job.status == job.status, Job.published_at == job.published_at, Job.attempts == job.attempts).values(**values)
-    )
-    session.commit()
-    return result.rowcount == 1
 
 
 def _queue_is_empty() -> bool:

@@ -9,45 +9,69 @@ Exactly-once outputs: a job is claimed with a conditional UPDATE that sets a
 fresh claim token, and its outputs are written in the same transaction that
 moves it to ``succeeded`` *only if that token still holds*. A redelivered
 message for a finished job, or a second copy racing the first, writes nothing.
+
+Stopping: ``JobContext.interrupt`` is the ``core.interrupt`` callable every
+task passes into ``core``. It raises ``JobCancelled`` once a cancel was
+requested (the heartbeat thread polls the flag twice a second) and
+``JobLimitExceeded`` once the job has run past its kind's time limit or
+grown its worker's memory past its kind's memory limit (checked at most
+every 0.1 s, so a call costs a flag test and a clock read). Either way the
+job ends with a one-line status and the worker takes the next one.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, TypeVar, cast
 
+import numpy as np
 import torch
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import func, update
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from app import crud
+from app import crud, job_status
 from app.core.config import Settings, get_settings
-from app.core.db import get_engine
-from app.jobs import JOB_PARAMS, JobParams, StatesSpec
+from app.core.db import commit_without_flush_wait, get_engine
 from app.core.queue import publish
+from app.jobs import JOB_KINDS, JobParams, StatesSpec
 from app.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, new_id, utcnow
+from app.reports import REPORT_SCHEMA_VERSION, stored_body
 from app.store import get_store
 from core import artifacts
-from core.validate import SCHEMA_VERSION
+from core.metrics import rss_bytes
 
 log = logging.getLogger("recomb.worker")
 PROGRESS_MIN_INTERVAL_S = 0.2
 CHECKPOINT_CACHE_SIZE = 256
 ERROR_MAX_CHARS = 500
 DB_RETRY_DEADLINE_S = 60.0
+CANCEL_POLL_INTERVAL_S = 0.5
+LIMIT_CHECK_INTERVAL_S = 0.1
 T = TypeVar("T")
 
 
 class JobCancelled(Exception):
     """Raised inside a running job when a cancel was requested."""
+
+
+class JobLimitExceeded(Exception):
+    """Raised inside a running job that ran past its kind's time limit or memory limit."""
+
+
+def worker_identity() -> str:
+    """``host:pid`` of this worker process, recorded on the jobs it claims."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class WaitForChildren(Exception):
@@ -77,6 +101,13 @@ class ChildJob:
     report: dict[str, Any] | None
 
     @property
+    def result(self) -> dict[str, Any]:
+        """The report of a child that succeeded."""
+        if self.report is None:
+            raise RuntimeError(f"child {self.key} ({self.status.value}) has no report")
+        return self.report
+
+    @property
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
@@ -101,46 +132,118 @@ class JobContext:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     outputs: list[PendingCheckpoint] = field(default_factory=list)
     report: dict[str, Any] | None = None
-    _last_progress_at: float = 0.0
+    load_s: float = 0.0
+    _started_at: float = field(default_factory=time.monotonic)
+    _next_limit_check: float = 0.0
+    # The latest progress, stage and summary not yet written: the next write, or the run's final one (park, finish),
+    # carries them.
+    _unwritten: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.time_limit_s = self.settings.time_limit_s(self.kind)
+        self.memory_limit_bytes = self.settings.memory_limit_bytes(self.kind)
+        self._rss_at_start = rss_bytes()
+        # The claim wrote the start; a run shorter than the throttle interval writes nothing more until its end.
+        self._last_progress_at = self._started_at
 
     def _session(self) -> Session:
         return Session(get_engine(self.settings), expire_on_commit=False)
 
+    def interrupt(self) -> None:
+        """The job's ``core.interrupt``: raises ``JobCancelled`` or ``JobLimitExceeded``, else returns at once."""
+        if self.cancel_event.is_set():
+            raise JobCancelled()
+        now = time.monotonic()
+        if now < self._next_limit_check:
+            return
+        self._next_limit_check = now + LIMIT_CHECK_INTERVAL_S
+        if now - self._started_at > self.time_limit_s:
+            raise JobLimitExceeded(
+                f"stopped after {now - self._started_at:.1f} s, over the {self.time_limit_s:g} s time limit of "
+                f"{self.kind} jobs "
+                "(RECOMB_JOB_TIME_LIMIT_S, or per kind RECOMB_JOB_TIME_LIMITS_S)"
+            )
+        grown = rss_bytes() - self._rss_at_start
+        if grown > self.memory_limit_bytes:
+            raise JobLimitExceeded(
+                f"stopped after adding {grown / 2**20:.0f} MiB to its worker, over the "
+                f"{self.memory_limit_bytes / 2**20:g} MiB memory limit "
+                f"of {self.kind} jobs (RECOMB_JOB_MEMORY_LIMIT_MB, or per kind RECOMB_JOB_MEMORY_LIMITS_MB)"
+            )
+
     def checkpoint(self, checkpoint_id: str) -> artifacts.Checkpoint:
         """A stored network (read-only: it may be shared with later jobs of this process)."""
-        return _cached_checkpoint(self.settings.resolved_database_url, self.settings.artifact_store, str(self.settings.resolved_artifact_dir), checkpoint_id)
+        started = time.perf_counter()
+        checkpoint = _cached_checkpoint(
+            self.settings.resolved_database_url,
+            self.settings.artifact_store,
+            str(self.settings.resolved_artifact_dir),
+            checkpoint_id,
+        )
+        self.load_s += time.perf_counter() - started
+        return checkpoint
 
     def states(self, spec: StatesSpec, input_dim: int) -> torch.Tensor:
         """The ``(n, input_dim)`` float32 states a job asked for."""
+        started = time.perf_counter()
+        self.interrupt()
         with self._session() as session:
-            return torch.from_numpy(crud.read_states(session, get_store(self.settings), spec.id, spec.synthetic_spec(), input_dim))
+            states = torch.from_numpy(
+                crud.read_states(session, get_store(self.settings), spec.id, spec.synthetic_spec(), input_dim)
+            )
+        self.load_s += time.perf_counter() - started
+        return states
+
+    def actions(self, spec: StatesSpec) -> np.ndarray | None:
+        """The actions recorded with an uploaded state buffer (int64, one per state), or None."""
+        if spec.id is None:
+            return None
+        with self._session() as session:
+            return crud.read_actions(session, get_store(self.settings), spec.id)
 
     def progress(self, fraction: float, stage: str | None = None) -> None:
-        """Record progress (0..1) and stage; raises ``JobCancelled`` if a cancel was requested.
+        """Record progress (0..1) and stage; raises as ``interrupt`` does.
 
         Writes are throttled (one per 0.2 s) so a tight training loop does not
-        hammer the database; the final status write sets the last stage anyway.
+        hammer the database; the values not written go with the next write or
+        with the run's final one (``park``, ``finish``), so a short run costs
+        no extra write and still shows where it got to.
         """
-        if self.cancel_event.is_set():
-            raise JobCancelled()
+        self.interrupt()
+        self._unwritten["progress"] = max(0.0, min(1.0, float(fraction)))
+        if stage is not None:
+            self._unwritten["stage"] = stage[:200]
         now = time.monotonic()
         if now - self._last_progress_at < PROGRESS_MIN_INTERVAL_S and fraction < 1.0:
             return
         self._last_progress_at = now
-        self._write_progress(fraction, stage)
-
-    def _write_progress(self, fraction: float | None, stage: str | None) -> None:
-        values: dict[str, Any] = {"heartbeat_at": utcnow()}
-        if fraction is not None:
-            values["progress"] = max(0.0, min(1.0, float(fraction)))
-        if stage is not None:
-            values["stage"] = stage[:200]
         with self._session() as session:
-            session.exec(update(Job).where(Job.id == self.job_id, Job.claim_token == self.claim_token).values(**values))
+            commit_without_flush_wait(session)
+            session.exec(
+                update(Job)
+                .where(col(Job.id) == self.job_id, col(Job.claim_token) == self.claim_token)
+                .values(heartbeat_at=utcnow(), **self.unwritten())
+            )
             session.commit()
 
-    def add_checkpoint(self, checkpoint: artifacts.Checkpoint, *, name: str | None = None, lineage: list[tuple[str, str]] = ()) -> str:
-        """Queue an output checkpoint with ``(parent_id, role)`` edges; returns its future id."""
+    def unwritten(self) -> dict[str, Any]:
+        """The progress, stage and summary recorded since the last write, now taken by the caller's write."""
+        values, self._unwritten = self._unwritten, {}
+        return values
+
+    def add_checkpoint(
+        self, checkpoint: artifacts.Checkpoint, *, name: str | None = None, lineage: Sequence[tuple[str, str]] = ()
+    ) -> str:
+        """Queue an output checkpoint with ``(parent_id, role)`` edges; returns its future id.
+
+        ``ValueError`` for a role this job kind did not declare in its ``lineage_roles``.
+        """
+        declared = JOB_KINDS[self.kind].lineage_roles
+        undeclared = sorted({role for _, role in lineage} - declared)
+        if undeclared:
+            raise ValueError(
+                f"{self.kind} jobs record lineage roles {sorted(declared)}, not {undeclared}: declare them in JOB_KINDS"
+            )
         pending = PendingCheckpoint(new_id("ckpt"), checkpoint, name, list(lineage))
         self.outputs.append(pending)
         return pending.id
@@ -148,10 +251,16 @@ class JobContext:
     def persist_checkpoint(self, checkpoint: artifacts.Checkpoint, *, name: str, output_index: int) -> str:
         """Store an output now, not at the end (a composite job's children need it); once per index."""
         with self._session() as session:
-            existing = session.exec(select(Checkpoint.id).where(Checkpoint.created_by_job == self.job_id, Checkpoint.output_index == output_index)).first()
+            existing = session.exec(
+                select(Checkpoint.id).where(
+                    Checkpoint.created_by_job == self.job_id, Checkpoint.output_index == output_index
+                )
+            ).first()
             if existing is not None:
                 return existing
-            row = crud.create_checkpoint(session, get_store(self.settings), checkpoint, name=name, job_id=self.job_id, output_index=output_index)
+            row = crud.create_checkpoint(
+                session, get_store(self.settings), checkpoint, name=name, job_id=self.job_id, output_index=output_index
+            )
             session.commit()
             return row.id
 
@@ -167,28 +276,51 @@ class JobContext:
     def children(self) -> dict[str, ChildJob]:
         """This job's children by key, with their outputs and report bodies."""
         with self._session() as session:
-            rows = session.exec(select(Job).where(Job.parent_job_id == self.job_id).order_by(Job.created_at)).all()
+            rows = session.exec(
+                select(Job).where(col(Job.parent_job_id) == self.job_id).order_by(col(Job.created_at))
+            ).all()
             ids = [row.id for row in rows]
-            reports = dict(session.exec(select(Report.job_id, Report.body).where(Report.job_id.in_(ids))).all()) if ids else {}
+            reports: dict[str, dict[str, Any]] = {}
+            if ids:
+                bodies = select(Report.job_id, Report.body).where(col(Report.job_id).in_(ids))
+                reports = {job_id: dict(body) for job_id, body in session.exec(bodies).all()}
             outputs: dict[str, list[str]] = {}
             if ids:
-                query = select(Checkpoint.created_by_job, Checkpoint.id).where(Checkpoint.created_by_job.in_(ids)).order_by(Checkpoint.output_index)
+                query = (
+                    select(Checkpoint.created_by_job, Checkpoint.id)
+                    .where(col(Checkpoint.created_by_job).in_(ids))
+                    .order_by(col(Checkpoint.output_index))
+                )
                 for job_id, checkpoint_id in session.exec(query).all():
-                    outputs.setdefault(job_id, []).append(checkpoint_id)
-            return {
-                row.child_key: ChildJob(row.id, row.child_key, row.kind, row.status, row.error, outputs.get(row.id, []), reports.get(row.id))
-                for row in rows
-            }
+                    outputs.setdefault(cast(str, job_id), []).append(checkpoint_id)  # one of ids
+            children = {}
+            for row in rows:
+                key = cast(str, row.child_key)  # spawn gives every child a key
+                children[key] = ChildJob(
+                    row.id, key, row.kind, row.status, row.error, outputs.get(row.id, []), reports.get(row.id)
+                )
+            return children
 
     def spawn(self, children: list[tuple[str, str, dict[str, Any]]]) -> None:
         """Create child jobs ``(key, kind, params)`` in one transaction, then publish them, in order.
 
-        Keys already taken by this job's children are skipped, so a re-run creates nothing twice.
+        Keys already taken by this job's children are skipped, so a re-run
+        creates nothing twice. Children belong to this job's owner.
         """
         with self._session() as session:
+            if not job_status.hold_for_children(session, self.job_id, self.claim_token):
+                raise JobCancelled()  # cancelled (or no longer ours) while awake: start no children
             existing = set(session.exec(select(Job.child_key).where(Job.parent_job_id == self.job_id)).all())
+            owner = session.exec(select(Job.owner).where(Job.id == self.job_id)).one()
             created = [
-                Job(kind=kind, params=JOB_PARAMS[kind].model_validate(params).model_dump(mode="json", exclude_none=True), parent_job_id=self.job_id, child_key=key, published_at=utcnow())
+                Job(
+                    kind=kind,
+                    params=JOB_KINDS[kind].params.model_validate(params).model_dump(mode="json", exclude_none=True),
+                    parent_job_id=self.job_id,
+                    child_key=key,
+                    owner=owner,
+                    published_at=utcnow(),
+                )
                 for key, kind, params in children
                 if key not in existing
             ]
@@ -207,20 +339,30 @@ class JobContext:
         raise WaitForChildren(sum(child.finished for child in children.values()), wake_interval_s)
 
     def set_summary(self, summary: dict[str, Any]) -> None:
-        """Publish partial results (e.g. a leaderboard so far) on the job itself."""
-        with self._session() as session:
-            session.exec(update(Job).where(Job.id == self.job_id, Job.claim_token == self.claim_token).values(summary=summary))
-            session.commit()
+        """Publish partial results (e.g. a leaderboard so far) on the job itself, with its next write (``progress``,
+        ``park``).
+        """
+        self._unwritten["summary"] = summary
 
     def set_report(self, body: dict[str, Any]) -> None:
-        """The job's report; ``schema_version``, ``kind``, ``job_id`` and ``torch_version`` are filled in."""
-        if "passed" not in body:
-            raise ValueError("a report needs a top-level 'passed'")
-        self.report = {"schema_version": SCHEMA_VERSION, "kind": self.kind, **body, "job_id": self.job_id, "torch_version": torch.__version__}
+        """The job's report, checked against its kind's ``report_model``; ``schema_version``, ``kind``, ``job_id``
+        and ``torch_version`` are filled in. A body that does not fit its model fails the job (``ValidationError``)."""
+        report = JOB_KINDS[self.kind].report_model.model_validate(
+            {
+                **body,
+                "schema_version": REPORT_SCHEMA_VERSION,
+                "kind": self.kind,
+                "job_id": self.job_id,
+                "torch_version": torch.__version__,
+            }
+        )
+        self.report = stored_body(report)
 
 
 @functools.lru_cache(maxsize=CHECKPOINT_CACHE_SIZE)
-def _cached_checkpoint(database_url: str, artifact_store: str, artifact_dir: str, checkpoint_id: str) -> artifacts.Checkpoint:
+def _cached_checkpoint(
+    database_url: str, artifact_store: str, artifact_dir: str, checkpoint_id: str
+) -> artifacts.Checkpoint:
     """Checkpoints never change once stored, so a worker decodes each one once (search trials share two parents)."""
     settings = Settings(database_url=database_url, artifact_store=artifact_store, artifact_dir=artifact_dir)
     with Session(get_engine(settings)) as session:
@@ -244,22 +386,59 @@ def with_db_retries(action: Callable[[], T], deadline_s: float = DB_RETRY_DEADLI
             delay = min(delay * 2, 5.0)
 
 
-def claim(job_id: str, settings: Settings) -> str | None:
-    """Atomically take the job if it is queued (or running with a dead heartbeat); returns the claim token."""
+Handler = Callable[[JobContext], None]
+_handlers: dict[str, Handler] = {}
+
+
+def handles(kind: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of ``kind`` (a key of ``JOB_KINDS``), once."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"no job kind {kind!r} in JOB_KINDS; known: {', '.join(JOB_KINDS)}")
+
+    def register(handler: Handler) -> Handler:
+        if kind in _handlers:
+            raise ValueError(f"{kind} jobs already have a handler, {_handlers[kind].__module__}")
+        _handlers[kind] = handler
+        return handler
+
+    return register
+
+
+def registered_handlers() -> dict[str, Handler]:
+    """Every handler registered so far, by job kind."""
+    return dict(_handlers)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job this worker took: its claim token and what the runner needs of its row."""
+
+    token: str
+    kind: str
+    params: dict[str, Any]
+    cancel_requested: bool
+    parent_job_id: str | None
+    queued_s: float | None
+
+
+def claim(job_id: str, settings: Settings) -> Claim | None:
+    """Atomically take the job if it is queued (or running with a dead heartbeat), in one statement."""
     token = uuid.uuid4().hex
     now = utcnow()
     stale = now - timedelta(seconds=settings.heartbeat_timeout_s)
     with Session(get_engine(settings)) as session:
-        result = session.exec(
-            update(Job)
-            .where(
-                Job.id == job_id,
-                or_(Job.status == JobStatus.queued, and_(Job.status == JobStatus.running, Job.heartbeat_at < stale)),
-            )
-            .values(status=JobStatus.running, claim_token=token, attempts=Job.attempts + 1, started_at=now, heartbeat_at=now, stage="starting", error=None)
-        )
+        commit_without_flush_wait(session)  # a claim lost in a crash is simply made again
+        row = job_status.claim(session, job_id, token=token, worker=worker_identity(), now=now, stale_before=stale)
         session.commit()
-        return token if result.rowcount == 1 else None
+    if row is None:
+        return None
+    published_at = (
+        row.published_at.replace(tzinfo=now.tzinfo)
+        if row.published_at is not None and row.published_at.tzinfo is None
+        else row.published_at
+    )
+    queued_s = (now - published_at).total_seconds() if published_at is not None else None
+    return Claim(token, row.kind, row.params, row.cancel_requested, row.parent_job_id, queued_s)
 
 
 def finish(context: JobContext, status: JobStatus, error: str | None = None) -> bool:
@@ -267,11 +446,8 @@ def finish(context: JobContext, status: JobStatus, error: str | None = None) -> 
     settings = context.settings
     store = get_store(settings)
     with Session(get_engine(settings), expire_on_commit=False) as session:
-        values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error, "claim_token": None}
-        if status == JobStatus.succeeded:
-            values.update(progress=1.0, stage="done")
-        result = session.exec(update(Job).where(Job.id == context.job_id, Job.claim_token == context.claim_token).values(**values))
-        if result.rowcount != 1:
+        finished = job_status.finish(session, context.job_id, context.claim_token, status, error, **context.unwritten())
+        if not finished:
             session.rollback()
             return False
         if status == JobStatus.succeeded:
@@ -283,18 +459,16 @@ def finish(context: JobContext, status: JobStatus, error: str | None = None) -> 
 def park(context: JobContext, waiting: WaitForChildren) -> None:
     """Move a composite job to ``waiting``; re-queue it at once if what it waits for happened meanwhile."""
     with Session(get_engine(context.settings)) as session:
-        result = session.exec(
-            update(Job)
-            .where(Job.id == context.job_id, Job.claim_token == context.claim_token)
-            .values(status=JobStatus.waiting, claim_token=None, attempts=0, heartbeat_at=utcnow(), wake_interval_s=waiting.wake_interval_s)
+        parked = job_status.park(
+            session, context.job_id, context.claim_token, waiting.wake_interval_s, **context.unwritten()
         )
-        if result.rowcount != 1:
+        if not parked:
             session.rollback()
             return
         finished, unfinished = _children_counts(session, context.job_id)
         requeue = finished != waiting.seen_finished and (waiting.wake_interval_s is None or unfinished == 0)
         if requeue:
-            session.exec(update(Job).where(Job.id == context.job_id).values(status=JobStatus.queued, published_at=utcnow()))
+            job_status.wake(session, context.job_id)
         session.commit()
     if requeue:
         publish(context.job_id, context.kind, urgent=True)
@@ -307,46 +481,76 @@ def wake_parent(settings: Settings, parent_id: str) -> None:
     once at least one sees the other finished: the last one always wakes it.
     """
     with Session(get_engine(settings)) as session:
-        parent = session.exec(select(Job.kind, Job.wake_interval_s, Job.heartbeat_at).where(Job.id == parent_id)).one()
-        if parent.wake_interval_s is not None:
+        kind, wake_interval_s, heartbeat_at = session.exec(
+            select(Job.kind, Job.wake_interval_s, Job.heartbeat_at).where(col(Job.id) == parent_id)
+        ).one()
+        if wake_interval_s is not None:
             _, unfinished = _children_counts(session, parent_id)
-            parked_for_s = (utcnow() - parent.heartbeat_at).total_seconds() if parent.heartbeat_at else float("inf")
-            if unfinished and parked_for_s < parent.wake_interval_s:
+            parked_for_s = (utcnow() - heartbeat_at).total_seconds() if heartbeat_at else float("inf")
+            if unfinished and parked_for_s < wake_interval_s:
                 return
-        result = session.exec(update(Job).where(Job.id == parent_id, Job.status == JobStatus.waiting).values(status=JobStatus.queued, published_at=utcnow()))
+        woken = job_status.wake(session, parent_id)
         session.commit()
-    if result.rowcount == 1:
-        publish(parent_id, parent.kind, urgent=True)
+    if woken:
+        publish(parent_id, kind, urgent=True)
 
 
 def _children_counts(session: Session, parent_id: str) -> tuple[int, int]:
     """(finished, unfinished) children of a job."""
-    rows = session.exec(select(Job.status, func.count()).where(Job.parent_job_id == parent_id).group_by(Job.status)).all()
+    rows = session.exec(
+        select(Job.status, func.count()).where(Job.parent_job_id == parent_id).group_by(Job.status)
+    ).all()
     finished = sum(count for status, count in rows if status in TERMINAL_STATUSES)
     return finished, sum(count for _, count in rows) - finished
 
 
 def _write_outputs(session: Session, store, context: JobContext) -> None:
     for index, pending in enumerate(context.outputs):
-        crud.create_checkpoint(session, store, pending.checkpoint, checkpoint_id=pending.id, name=pending.name, job_id=context.job_id, output_index=index)
+        crud.create_checkpoint(
+            session,
+            store,
+            pending.checkpoint,
+            checkpoint_id=pending.id,
+            name=pending.name,
+            job_id=context.job_id,
+            output_index=index,
+        )
         session.flush()
         for parent_id, role in pending.lineage:
             crud.add_lineage(session, parent_id, pending.id, role, context.job_id)
     if context.report is not None:
         body = context.report
-        session.add(Report(job_id=context.job_id, kind=body["kind"], schema_version=str(body["schema_version"]), passed=bool(body["passed"]), body=body))
+        session.add(
+            Report(
+                job_id=context.job_id,
+                kind=body["kind"],
+                schema_version=str(body["schema_version"]),
+                passed=bool(body["passed"]),
+                body=body,
+            )
+        )
 
 
 def _heartbeat(context: JobContext, stop: threading.Event) -> None:
-    """Beat every ``heartbeat_interval_s`` and notice cancel requests, until ``stop``."""
-    while not stop.wait(context.settings.heartbeat_interval_s):
+    """Notice a cancel request within ``CANCEL_POLL_INTERVAL_S`` and beat every ``heartbeat_interval_s``, until
+    ``stop``.
+    """
+    next_beat = time.monotonic() + context.settings.heartbeat_interval_s
+    while not stop.wait(min(CANCEL_POLL_INTERVAL_S, context.settings.heartbeat_interval_s)):
         try:
             with context._session() as session:
-                session.exec(update(Job).where(Job.id == context.job_id, Job.claim_token == context.claim_token).values(heartbeat_at=utcnow()))
-                job = session.get(Job, context.job_id)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + context.settings.heartbeat_interval_s
+                    commit_without_flush_wait(session)
+                    session.exec(
+                        update(Job)
+                        .where(col(Job.id) == context.job_id, col(Job.claim_token) == context.claim_token)
+                        .values(heartbeat_at=utcnow())
+                    )
+                cancel_requested = session.exec(select(Job.cancel_requested).where(Job.id == context.job_id)).first()
                 session.commit()
-                if job is not None and job.cancel_requested:
-                    context.cancel_event.set()
+            if cancel_requested:
+                context.cancel_event.set()
         except OperationalError:
             log.warning("heartbeat for %s failed: database unreachable", context.job_id)
 
@@ -358,18 +562,24 @@ def one_line(error: BaseException) -> str:
 
 
 def run_job(job_id: str, handler: Callable[[JobContext], None], settings: Settings | None = None) -> JobStatus | None:
-    """Claim and run one job; returns its final status, or None if there was nothing to run."""
+    """Claim and run one job; returns its final status, or None if there was nothing to run.
+
+    The last log line of a run carries ``timings_ms``: ``queued`` (publish
+    to claim), ``claim``, ``load`` (inputs), ``compute`` and ``write``.
+    """
     settings = settings or get_settings()
-    token = with_db_retries(lambda: claim(job_id, settings))
-    if token is None:
+    started = time.perf_counter()
+    claimed_job = with_db_retries(lambda: claim(job_id, settings))
+    if claimed_job is None:
         log.info("job %s: nothing to run (finished, cancelled or running elsewhere)", job_id)
         return None
-    with Session(get_engine(settings)) as session:
-        job = session.get(Job, job_id)
-        params: JobParams = JOB_PARAMS[job.kind].model_validate(job.params)
-        cancel_requested, parent_job_id = job.cancel_requested, job.parent_job_id
-    context = JobContext(job_id=job_id, kind=job.kind, params=params, settings=settings, claim_token=token)
-    if cancel_requested:
+    params: JobParams = JOB_KINDS[claimed_job.kind].params.model_validate(claimed_job.params)
+    parent_job_id, queued_s = claimed_job.parent_job_id, claimed_job.queued_s
+    claimed = time.perf_counter()
+    context = JobContext(
+        job_id=job_id, kind=claimed_job.kind, params=params, settings=settings, claim_token=claimed_job.token
+    )
+    if claimed_job.cancel_requested:
         context.cancel_event.set()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(context, stop), daemon=True, name=f"heartbeat-{job_id}")
@@ -378,11 +588,9 @@ def run_job(job_id: str, handler: Callable[[JobContext], None], settings: Settin
     try:
         if context.cancel_event.is_set():
             raise JobCancelled()
-        # Outside the throttle, so a short wake-up of a composite job can still record its progress.
-        context._write_progress(None, "running")
         handler(context)
     except WaitForChildren as waiting:
-        with_db_retries(lambda: park(context, waiting))
+        with_db_retries(partial(park, context, waiting))
         log.info("job %s: waiting for its children", job_id)
         return JobStatus.waiting
     except JobCancelled:
@@ -396,8 +604,22 @@ def run_job(job_id: str, handler: Callable[[JobContext], None], settings: Settin
         status, error = JobStatus.failed, one_line(exc)
     finally:
         stop.set()
+    computed = time.perf_counter()
     written = with_db_retries(lambda: finish(context, status, error))
-    log.info("job %s: %s%s", job_id, status.value, "" if written else " (claim lost; outputs discarded)")
+    timings_ms = {
+        "queued": None if queued_s is None else round(queued_s * 1000, 2),
+        "claim": round((claimed - started) * 1000, 2),
+        "load": round(context.load_s * 1000, 2),
+        "compute": round((computed - claimed - context.load_s) * 1000, 2),
+        "write": round((time.perf_counter() - computed) * 1000, 2),
+    }
+    log.info(
+        "job %s: %s%s",
+        job_id,
+        status.value,
+        "" if written else " (claim lost; outputs discarded)",
+        extra={"timings_ms": timings_ms},
+    )
     if written and parent_job_id:
         with_db_retries(lambda: wake_parent(settings, parent_job_id))
     return status if written else None

@@ -1,51 +1,70 @@
-"""FastAPI dependencies as ``Annotated`` aliases: settings, DB session, store, auth."""
+"""FastAPI dependencies as ``Annotated`` aliases: settings, DB session, store, auth.
+
+The trivial ones are ``async``: FastAPI runs a plain dependency in the thread
+pool, a hop that costs more than reading an attribute. Anything that may
+block (the database session) stays a plain function.
+"""
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterator
-from typing import Annotated
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
+import anyio
 from celery import Celery
-from fastapi import Depends, Header, HTTPException, Query, Request, status
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, func, select
-from sqlmodel.sql.expression import Select
+from sqlmodel.sql.expression import Select, SelectOfScalar
 
 from app.api.errors import not_found, valid_id
+from app.api.middleware import caller_of
 from app.core.config import Settings
 from app.core.db import get_engine
+from app.idempotency import IdempotentRequest
 from app.models import Job
 from app.schemas import MAX_OFFSET
 from app.store import ArtifactStore, get_store
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def get_app_celery(request: Request) -> Celery:
+async def get_app_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
 CeleryDep = Annotated[Celery, Depends(get_app_celery)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    session = Session(get_engine(settings), expire_on_commit=False)
+async def get_session(request: Request, settings: SettingsDep) -> AsyncIterator[Session]:
+    """A session for one request; it holds a pooled connection from its first query until it is closed.
+
+    Made on the event loop (a session connects only when first used) and
+    closed in a thread (closing returns the connection with a ROLLBACK), on
+    a limiter of its own: a closing session frees a connection, so it never
+    queues behind request threads that may be waiting for one. (How many
+    requests hold a session at once is bounded by ``app.api.middleware``.)
+    """
+    session = Session(get_engine(settings), expire_on_commit=False)  # no connection yet: nothing blocks here
     try:
         yield session
     finally:
-        try:
-            session.close()
-        except OperationalError:
-            # The database went away after the response was made: the pool drops the dead
-            # connection, and raising here would cut the client's keep-alive connection.
-            pass
+        await anyio.to_thread.run_sync(_close, session, limiter=request.app.state.session_close_limiter)
+
+
+def _close(session: Session) -> None:
+    # The database may have gone away after the response was made: the pool drops the dead
+    # connection, and raising here would cut the client's keep-alive connection.
+    with contextlib.suppress(OperationalError):
+        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -60,25 +79,51 @@ StoreDep = Annotated[ArtifactStore, Depends(get_artifact_store)]
 _bearer = HTTPBearer(auto_error=False, description="required when RECOMB_API_KEYS is set")
 
 
-def require_api_key(settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    """Open when no keys are configured; otherwise a bearer token compared in constant time."""
-    keys = settings.api_key_list
-    if not keys:
-        return
-    offered = credentials.credentials.encode() if credentials else b""
-    # Compare against every key, without early exit, so timing reveals nothing.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(offered, key.encode())
-    if not matched:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+async def get_caller(
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> str:
+    """The caller's API-key fingerprint ("" when the API is open).
+
+    ``ApiKeyGate`` has already refused any request without a valid key,
+    before its body was read; this dependency only reads who it let in, and
+    declares the bearer scheme in the OpenAPI document.
+    """
+    return caller_of(request.scope)
 
 
-AuthDep = Depends(require_api_key)
+AuthDep = Depends(get_caller)
+CallerDep = Annotated[str, Depends(get_caller)]
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=200, description="repeat a POST with the same key to get the first result back"),
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="repeat a POST with the same key and body to get the first result back "
+        "(per API key and route, for RECOMB_IDEMPOTENCY_WINDOW_S)",
+    ),
 ]
+
+
+class Idempotency:
+    """The ``Idempotency-Key`` of a POST, scoped to its caller and route (see ``app.idempotency``)."""
+
+    def __init__(self, owner: str, route: str, key: str | None, window_s: float) -> None:
+        self.owner, self.route, self.key, self.window_s = owner, route, key, window_s
+
+    def of(self, content: dict[str, Any]) -> IdempotentRequest:
+        """This request, identified by ``content``: what it asks for, as JSON-able values."""
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode()
+        return IdempotentRequest.of(self.owner, self.route, self.key, canonical, self.window_s)
+
+
+async def get_idempotency(
+    request: Request, caller: CallerDep, settings: SettingsDep, key: IdempotencyKey = None
+) -> Idempotency:
+    return Idempotency(caller, f"{request.method} {request.url.path}", key, settings.idempotency_window_s)
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]
 
 
 def require_existing_job(job_id: str, settings: SettingsDep) -> str:
@@ -107,10 +152,13 @@ class Pagination:
     ) -> None:
         self.limit, self.offset = limit, offset
 
-    def page(self, session: Session, query: Select, model: type[SQLModel]) -> dict:
+    def page(self, session: Session, query: Select | SelectOfScalar, model: type[SQLModel]) -> dict:
         """``{items, total, limit, offset}`` of ``query``, ordered by ``created_at`` then id."""
         total = session.exec(select(func.count()).select_from(query.subquery())).one()
-        items = session.exec(query.order_by(model.created_at.desc(), model.id).offset(self.offset).limit(self.limit)).all()
+        columns = model.__table__.c  # type: ignore[attr-defined]  # every listed table has id and created_at
+        items = session.exec(
+            query.order_by(columns.created_at.desc(), columns.id).offset(self.offset).limit(self.limit)
+        ).all()
         return {"items": list(items), "total": total, "limit": self.limit, "offset": self.offset}
 
 

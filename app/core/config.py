@@ -17,20 +17,82 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./var")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in data_dir")
-    broker_url: str | None = Field(default=None, description="Celery broker URL; default: filesystem transport in data_dir")
-    broker_key_prefix: str = Field(default="", description="prefix for every broker key (Redis), so deployments can share a server")
+    broker_url: str | None = Field(
+        default=None, description="Celery broker URL; default: filesystem transport in data_dir"
+    )
+    broker_key_prefix: str = Field(
+        default="", description="prefix for every broker key (Redis), so deployments can share a server"
+    )
     queue: str = "recomb"
     artifact_store: Literal["db", "dir"] = "db"
     artifact_dir: Path | None = None
     api_keys: str = Field(default="", description="comma-separated bearer tokens; empty = open, bound to 127.0.0.1")
-    max_upload_bytes: int = 64 * 1024 * 1024
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="largest upload body, and largest tensor data a .pt may unpack to"
+    )
+    max_params: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="largest network (parameters) accepted by uploads, synthetic parents and distillation",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="largest JSON request body; larger ones get 413 unread"
+    )
+    upload_concurrency: int = Field(
+        default=4, ge=1, description="uploads one API process parses at once; others wait briefly, then get 429"
+    )
+    submit_concurrency: int = Field(
+        default=8, ge=1, description="job submissions one API process handles at once; others wait 0.1 s, then get 429"
+    )
+    api_threads: int = Field(
+        default=16, ge=1, description="threads one API process runs blocking handlers on (database work, parsing)"
+    )
+    public_docs: bool = Field(
+        default=True, description="with API keys set, false puts /docs and /openapi.json behind the key too"
+    )
+    max_state_values: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="largest state buffer (rows x width), uploaded or synthetic"
+    )
+    max_job_calls: int = Field(
+        default=5_000_000,
+        gt=0,
+        description="work budget of one job: network calls (training steps, timed repeats, rollout steps)",
+    )
+    max_job_multiply_adds: int = Field(
+        default=2 * 10**12, gt=0, description="work budget of one job: rows x parameters over all its forwards"
+    )
+    max_queued_jobs: int = Field(
+        default=1000,
+        gt=0,
+        description="queued jobs beyond which POST /jobs answers 429, but for callers under their fair share",
+    )
+    job_time_limit_s: float = Field(
+        default=1800.0, gt=0, description="run time after which a job is stopped and failed"
+    )
+    job_time_limits_s: dict[str, float] = Field(
+        default_factory=dict, description='per-kind overrides of job_time_limit_s, JSON: {"search-trial": 300}'
+    )
+    job_memory_limit_mb: float = Field(
+        default=4096.0, gt=0, description="memory a job may add to its worker's RSS before it is stopped and failed"
+    )
+    job_memory_limits_mb: dict[str, float] = Field(
+        default_factory=dict, description="per-kind overrides of job_memory_limit_mb, JSON"
+    )
+    idempotency_window_s: float = Field(
+        default=24 * 3600.0, gt=0, description="how long an Idempotency-Key returns its first result"
+    )
+    worker_niceness: int = Field(
+        default=10, ge=0, le=19, description="CPU niceness of `recomb worker`: under contention the API answers first"
+    )
     heartbeat_interval_s: float = 5.0
     heartbeat_timeout_s: float = 30.0
     reconcile_interval_s: float = 10.0
     requeue_after_s: float = 300.0
     max_attempts: int = 3
     log_level: str = "INFO"
-    log_format: Literal["json", "text"] = Field(default="json", description="format of the `recomb api` and `recomb worker` logs")
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="format of the `recomb api` and `recomb worker` logs"
+    )
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -60,6 +122,12 @@ class Settings(BaseSettings):
     @property
     def is_embedded(self) -> bool:
         return self.resolved_broker_url.startswith("filesystem")
+
+    def time_limit_s(self, kind: str) -> float:
+        return self.job_time_limits_s.get(kind, self.job_time_limit_s)
+
+    def memory_limit_bytes(self, kind: str) -> int:
+        return int(self.job_memory_limits_mb.get(kind, self.job_memory_limit_mb) * 1024 * 1024)
 
 
 @lru_cache

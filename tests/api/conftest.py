@@ -15,7 +15,13 @@ from migrations import upgrade
 
 
 def make_settings(tmp_path, **overrides) -> Settings:
-    values = {"data_dir": tmp_path / "var", "database_url": None, "broker_url": None, "api_keys": "", "artifact_store": "db"}
+    values = {
+        "data_dir": tmp_path / "var",
+        "database_url": None,
+        "broker_url": None,
+        "api_keys": "",
+        "artifact_store": "db",
+    }
     return Settings(**(values | overrides))
 
 
@@ -38,7 +44,9 @@ def client(settings):
 
 @pytest.fixture
 def parent_id(client) -> str:
-    response = client.post("/checkpoints/synthetic", json={"arch": {"input_dim": 8, "hidden_size": 64, "output_dim": 4}, "seed": 0})
+    response = client.post(
+        "/checkpoints/synthetic", json={"arch": {"input_dim": 8, "hidden_size": 64, "output_dim": 4}, "seed": 0}
+    )
     assert response.status_code == 201, response.text
     return response.json()["id"]
 

@@ -15,7 +15,10 @@ def count(client, resource: str = "/checkpoints") -> int:
 
 def test_synthetic_parents_are_bit_identical_per_seed(client):
     body = {"arch": {"input_dim": 8, "hidden_size": 64, "output_dim": 4}, "seed": 7}
-    first, second = client.post("/checkpoints/synthetic", json=body).json(), client.post("/checkpoints/synthetic", json=body).json()
+    first, second = (
+        client.post("/checkpoints/synthetic", json=body).json(),
+        client.post("/checkpoints/synthetic", json=body).json(),
+    )
     other = client.post("/checkpoints/synthetic", json=body | {"seed": 8}).json()
     assert first["id"] != second["id"]
     assert first["sha256"] == second["sha256"] != other["sha256"]
@@ -33,7 +36,15 @@ def test_reference_state_dict_uploads_with_inferred_arch_and_downloads_as_safete
     response = client.post("/checkpoints", files={"file": ("student_A.pt", data)}, data={"name": "student A"})
     assert response.status_code == 201, response.text
     record = response.json()
-    assert record["arch"] == {"input_dim": 8, "hidden_size": 32, "output_dim": 4, "dropout_rate": 0.1}
+    assert record["arch"] == {
+        "input_dim": 8,
+        "hidden_sizes": [32, 32],
+        "output_dim": 4,
+        "norm": "layernorm",
+        "activation": "relu",
+        "dropout_rate": 0.1,
+    }
+    assert record["source_format"] == "reference"
     assert record["name"] == "student A"
     download = client.get(f"/checkpoints/{record['id']}/file")
     assert download.status_code == 200
@@ -42,7 +53,9 @@ def test_reference_state_dict_uploads_with_inferred_arch_and_downloads_as_safete
 
 
 def test_declared_arch_must_match_the_tensors(client):
-    response = client.post("/checkpoints", files={"file": ("a.pt", state_dict_bytes())}, data={"arch": '{"hidden_size": 32}'})
+    response = client.post(
+        "/checkpoints", files={"file": ("a.pt", state_dict_bytes())}, data={"arch": '{"hidden_size": 32}'}
+    )
     assert response.status_code == 422
     assert "does not match" in response.json()["detail"]
 
@@ -94,7 +107,12 @@ def test_oversize_upload_is_413_and_leaves_nothing(tmp_path):
 
 
 def test_unknown_and_malformed_ids_are_404(client):
-    for path in ("/checkpoints/ckpt_00000000000000000000", "/checkpoints/..%2F..%2Fetc%2Fpasswd", "/checkpoints/ckpt_%00/file", "/checkpoints/nope/lineage"):
+    for path in (
+        "/checkpoints/ckpt_00000000000000000000",
+        "/checkpoints/..%2F..%2Fetc%2Fpasswd",
+        "/checkpoints/ckpt_%00/file",
+        "/checkpoints/nope/lineage",
+    ):
         assert client.get(path).status_code == 404, path
 
 

@@ -20,7 +20,12 @@ def collect(snapshots: list[JobSnapshot], heartbeat_interval_s: float = 3600.0) 
     remaining = iter(snapshots)
 
     async def run() -> list:
-        return [event async for event in job_event_stream(lambda: next(remaining), poll_interval_s=0, heartbeat_interval_s=heartbeat_interval_s)]
+        return [
+            event
+            async for event in job_event_stream(
+                lambda: next(remaining), poll_interval_s=0, heartbeat_interval_s=heartbeat_interval_s
+            )
+        ]
 
     return anyio.run(run)
 
@@ -55,8 +60,15 @@ def test_only_changes_are_emitted_and_the_stream_ends_after_a_terminal_status():
 
 
 def test_an_unchanged_job_gets_heartbeat_comments_between_events():
-    events = collect([QUEUED, QUEUED, QUEUED, replace(QUEUED, status="cancelled", stage="cancelled")], heartbeat_interval_s=0)
-    assert [(event.event, event.comment) for event in events] == [("job", None), (None, "heartbeat"), (None, "heartbeat"), ("job", None)]
+    events = collect(
+        [QUEUED, QUEUED, QUEUED, replace(QUEUED, status="cancelled", stage="cancelled")], heartbeat_interval_s=0
+    )
+    assert [(event.event, event.comment) for event in events] == [
+        ("job", None),
+        (None, "heartbeat"),
+        (None, "heartbeat"),
+        ("job", None),
+    ]
 
 
 def test_a_job_deleted_while_watched_ends_the_stream():
@@ -66,11 +78,27 @@ def test_a_job_deleted_while_watched_ends_the_stream():
 
 def test_a_finished_job_streams_its_final_state_with_report_and_children(client, settings):
     now = utcnow()
-    parent_id = add_job(settings, status=JobStatus.succeeded, progress=1.0, stage="done", started_at=now - timedelta(seconds=2), finished_at=now)
+    parent_id = add_job(
+        settings,
+        status=JobStatus.succeeded,
+        progress=1.0,
+        stage="done",
+        started_at=now - timedelta(seconds=2),
+        finished_at=now,
+    )
     add_job(settings, status=JobStatus.succeeded, parent_job_id=parent_id, child_key="trial-0")
     add_job(settings, status=JobStatus.running, parent_job_id=parent_id, child_key="trial-1")
     with Session(get_engine(settings)) as session:
-        session.add(Report(id="rep_00000000000000000001", job_id=parent_id, kind="distill", schema_version="1.0", passed=True, body={}))
+        session.add(
+            Report(
+                id="rep_00000000000000000001",
+                job_id=parent_id,
+                kind="distill",
+                schema_version="1.0",
+                passed=True,
+                body={},
+            )
+        )
         session.commit()
     response = client.get(f"/jobs/{parent_id}/events")
     assert response.status_code == 200
@@ -94,7 +122,9 @@ def test_a_finished_job_streams_its_final_state_with_report_and_children(client,
 
 
 def test_a_failed_job_streams_its_error(client, settings):
-    job_id = add_job(settings, status=JobStatus.failed, stage="distilling: epoch 2/10", error="RuntimeError: loss is NaN")
+    job_id = add_job(
+        settings, status=JobStatus.failed, stage="distilling: epoch 2/10", error="RuntimeError: loss is NaN"
+    )
     ((event, data),) = parse_stream(client.get(f"/jobs/{job_id}/events").text)
     assert (event, data["status"], data["error"]) == ("job", "failed", "RuntimeError: loss is NaN")
 
@@ -110,7 +140,9 @@ def test_events_need_the_api_key_when_keys_are_set(tmp_path):
     with client_for(settings) as client:
         job_id = add_job(settings, status=JobStatus.cancelled, stage="cancelled")
         assert client.get(f"/jobs/{job_id}/events").status_code == 401
-        assert client.get("/jobs/job_00000000000000000000/events").status_code == 401  # no key: not even whether it exists
+        assert (
+            client.get("/jobs/job_00000000000000000000/events").status_code == 401
+        )  # no key: not even whether it exists
         assert client.get(f"/jobs/{job_id}/events", headers={"Authorization": "Bearer wrong"}).status_code == 401
         allowed = client.get(f"/jobs/{job_id}/events", headers={"Authorization": "Bearer secret-key"})
         assert allowed.status_code == 200 and parse_stream(allowed.text)[0][1]["status"] == "cancelled"

@@ -15,13 +15,12 @@ import io
 import numpy as np
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection, positive_data_acceptance
-
-from fastapi.testclient import TestClient
 
 from app.main import create_app
 from core import artifacts
@@ -75,11 +74,19 @@ def with_real_ids(body, known_ids: dict[str, list[str]], draw) -> object:
 def fuzz(operation, mode: GenerationMode, known_ids: dict[str, list[str]]):
     """A Hypothesis test that sends ``EXAMPLES_PER_OPERATION`` generated requests to ``operation``."""
     headers = {"Authorization": f"Bearer {API_KEY}"}
-    names_jobs_inputs = mode is GenerationMode.POSITIVE and operation.method.upper() == "POST" and operation.path.startswith("/jobs/")
+    names_jobs_inputs = (
+        mode is GenerationMode.POSITIVE and operation.method.upper() == "POST" and operation.path.startswith("/jobs/")
+    )
 
     @given(data=st.data())
     # derandomize: CI draws the same requests every run, so a finding is reproducible, never a flake
-    @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     def exercise(data):
         case = data.draw(operation.as_strategy(generation_mode=mode))
         if names_jobs_inputs:

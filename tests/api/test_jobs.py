@@ -81,16 +81,23 @@ def test_idempotency_key_returns_the_first_job(client, settings, parent_id):
 
 def test_job_list_filters(client, parent_id):
     job_id = submit(client, checkpoint_id=parent_id).json()["id"]
-    assert [job["id"] for job in client.get("/jobs", params={"kind": "ptq", "status": "queued"}).json()["items"]] == [job_id]
+    assert [job["id"] for job in client.get("/jobs", params={"kind": "ptq", "status": "queued"}).json()["items"]] == [
+        job_id
+    ]
     assert client.get("/jobs", params={"status": "succeeded"}).json()["total"] == 0
     assert client.get("/jobs", params={"status": "bogus"}).status_code == 422
 
 
-def test_parents_of_different_architectures_are_422_naming_the_shapes(client, parent_id):
+def test_parents_of_different_architectures_are_422_naming_both(client, parent_id):
     small = client.post("/checkpoints/synthetic", json={"arch": {"hidden_size": 32}, "seed": 0}).json()["id"]
     response = submit(client, "crossover", parent_a_id=parent_id, parent_b_id=small)
     assert response.status_code == 422
-    assert "network.0.weight [64, 8] vs [32, 8]" in response.json()["detail"]
+    assert response.json()["detail"] == (
+        "architectures differ: parent_a_id is 8-64-64-4 layernorm relu but parent_b_id is 8-32-32-4 layernorm relu (hidden_sizes [64, 64] vs [32, 32])"
+    )
+    tanh = client.post("/checkpoints/synthetic", json={"arch": {"activation": "tanh"}, "seed": 0}).json()["id"]
+    response = submit(client, "crossover", parent_a_id=parent_id, parent_b_id=tanh)
+    assert response.status_code == 422 and "(activation relu vs tanh)" in response.json()["detail"]
 
 
 def test_finetune_reference_defaults_to_parent_a_and_is_required_without_one(client, parent_id):

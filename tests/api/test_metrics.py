@@ -25,7 +25,15 @@ def scrape(client, **headers) -> dict[tuple[str, tuple], float]:
 def add_finished_job(settings, kind: str, status: JobStatus, seconds: float) -> None:
     finished_at = utcnow()
     with Session(get_engine(settings)) as session:
-        session.add(Job(kind=kind, params={}, status=status, started_at=finished_at - timedelta(seconds=seconds), finished_at=finished_at))
+        session.add(
+            Job(
+                kind=kind,
+                params={},
+                status=status,
+                started_at=finished_at - timedelta(seconds=seconds),
+                finished_at=finished_at,
+            )
+        )
         session.commit()
 
 
@@ -38,13 +46,22 @@ def test_jobs_by_kind_and_status_and_duration_histograms(client, settings):
         session.commit()
     samples = scrape(client)
     jobs = lambda kind, status: samples[("recomb_jobs", (("kind", kind), ("status", status)))]  # noqa: E731
-    assert (jobs("distill", "succeeded"), jobs("distill", "failed"), jobs("ptq", "running"), jobs("ptq", "succeeded")) == (2, 1, 1, 0)
+    assert (
+        jobs("distill", "succeeded"),
+        jobs("distill", "failed"),
+        jobs("ptq", "running"),
+        jobs("ptq", "succeeded"),
+    ) == (2, 1, 1, 0)
     assert jobs("crossover", "queued") == 0  # every known kind is reported, so its series never vanish
-    bucket = lambda status, le: samples[("recomb_job_duration_seconds_bucket", (("kind", "distill"), ("le", le), ("status", status)))]  # noqa: E731
+    bucket = lambda status, le: samples[
+        ("recomb_job_duration_seconds_bucket", (("kind", "distill"), ("le", le), ("status", status)))
+    ]  # noqa: E731
     assert (bucket("succeeded", "0.25"), bucket("succeeded", "5.0"), bucket("succeeded", "+Inf")) == (1, 2, 2)
     assert (bucket("failed", "30.0"), bucket("failed", "60.0")) == (0, 1)
     assert samples[("recomb_job_duration_seconds_count", (("kind", "distill"), ("status", "succeeded")))] == 2
-    assert abs(samples[("recomb_job_duration_seconds_sum", (("kind", "distill"), ("status", "succeeded")))] - 4.2) < 1e-3
+    assert (
+        abs(samples[("recomb_job_duration_seconds_sum", (("kind", "distill"), ("status", "succeeded")))] - 4.2) < 1e-3
+    )
     # A running job has no duration yet.
     assert not any(name.startswith("recomb_job_duration") and ("kind", "ptq") in labels for name, labels in samples)
 

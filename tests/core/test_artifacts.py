@@ -1,6 +1,7 @@
 import io
 import pickle
 import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ def test_reference_pt_state_dict_uploads_unchanged():
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     checkpoint = artifacts.read_upload(buffer.getvalue())
-    assert checkpoint.arch.hidden_size == 32
+    assert checkpoint.arch.hidden_sizes == (32, 32)
     assert torch.equal(checkpoint.tensors["network.4.weight"], model.state_dict()["network.4.weight"])
 
 
@@ -95,3 +96,25 @@ def test_header_length_prefix_is_validated():
     bogus = struct.pack("<Q", 10**9) + b"{}"
     with pytest.raises(artifacts.CheckpointError):
         artifacts.read_upload(bogus + np.zeros(4, dtype=np.uint8).tobytes())
+
+
+def test_a_deflated_pt_is_refused_by_its_declared_size_before_decompression():
+    """A .pt zip rewritten with deflate: 16 MB of zeros in about 20 KB, read back only within the limit."""
+    buffer = io.BytesIO()
+    torch.save(QNetwork(QNetworkArch(hidden_size=2048)).state_dict(), buffer)
+    plain = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
+    deflated = io.BytesIO()
+    with zipfile.ZipFile(deflated, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for entry in plain.infolist():
+            data = plain.read(entry.filename)
+            archive.writestr(entry.filename, bytes(len(data)) if "/data/" in entry.filename else data)
+    bomb = deflated.getvalue()
+    assert len(bomb) < 100_000
+    with pytest.raises(
+        artifacts.UploadTooLargeError, match=r"the zip unpacks to 1[0-9]{7} bytes, over the limit of 1000000"
+    ):
+        artifacts.read_upload(bomb, max_unpacked_bytes=1_000_000)
+    assert artifacts.read_upload(bomb, max_unpacked_bytes=20_000_000).arch.hidden_sizes == (
+        2048,
+        2048,
+    )  # deflated entries read fine within the limit

@@ -9,20 +9,21 @@ import torch
 from core.artifacts import Checkpoint, float_checkpoint
 from core.crossover import CrossoverConfig, crossover, match_by_activations, match_by_weights, permute_hidden
 from core.metrics import action_agreement
-from core.networks import STATE_DICT_KEYS, QNetworkArch, functional_forward, init_network, student_arch
+from core.networks import QNetworkArch, functional_forward, init_params, student_arch
 from core.quantize import dequantize, quantize_dynamic
 from core.states import SyntheticStates, synthetic_states
 from core.training import TeacherTarget, TrainConfig, train
 
-SORTED_KEYS = sorted(STATE_DICT_KEYS)
 ARCH = QNetworkArch(input_dim=8, hidden_size=64, output_dim=4)
+STATE_DICT_KEYS = ARCH.state_dict_keys()
+SORTED_KEYS = sorted(STATE_DICT_KEYS)
 
 
 def random_parent(seed: int, arch: QNetworkArch = ARCH) -> Checkpoint:
     """A parent whose every tensor (LayerNorm and biases included) is distinct and non-trivial."""
     generator = torch.Generator().manual_seed(seed)
-    params = {key: tensor.detach().clone() for key, tensor in init_network(arch, seed).state_dict().items()}
-    for key in STATE_DICT_KEYS:
+    params = init_params(arch, seed)
+    for key in arch.state_dict_keys():
         if not key.endswith("weight") or key.startswith(("network.1", "network.5")):
             params[key] = params[key] + 0.3 * torch.randn(params[key].shape, generator=generator)
     return float_checkpoint(params, arch)
@@ -107,34 +108,41 @@ def test_permuted_network_computes_the_same_function(parent_b, eval_states):
     params = parent_b.tensors
     perm_1 = torch.randperm(64, generator=generator)
     perm_2 = torch.randperm(64, generator=generator)
-    permuted = permute_hidden(params, perm_1, perm_2)
+    permuted = permute_hidden(ARCH, params, [perm_1, perm_2])
     assert not torch.equal(permuted["network.4.weight"], params["network.4.weight"])
-    torch.testing.assert_close(functional_forward(permuted, eval_states), functional_forward(params, eval_states), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        functional_forward(ARCH, permuted, eval_states),
+        functional_forward(ARCH, params, eval_states),
+        rtol=0,
+        atol=1e-6,
+    )
 
 
 def test_permute_hidden_rejects_a_non_permutation(parent_b):
-    with pytest.raises(ValueError, match="perm_2 must be a permutation of range\\(64\\)"):
-        permute_hidden(parent_b.tensors, torch.arange(64), torch.zeros(64, dtype=torch.int64))
+    with pytest.raises(ValueError, match="perms\\[1\\] must be a permutation of range\\(64\\)"):
+        permute_hidden(ARCH, parent_b.tensors, [torch.arange(64), torch.zeros(64, dtype=torch.int64)])
 
 
 @pytest.mark.parametrize("match", ["activations", "weights"])
 def test_alignment_recovers_a_hidden_permutation(parent_a, eval_states, match):
     generator = torch.Generator().manual_seed(11)
     perm_1, perm_2 = torch.randperm(64, generator=generator), torch.randperm(64, generator=generator)
-    shuffled = permute_hidden(parent_a.tensors, perm_1, perm_2)
+    shuffled = permute_hidden(ARCH, parent_a.tensors, [perm_1, perm_2])
     if match == "activations":
-        found_1, found_2, similarity = match_by_activations(parent_a.tensors, shuffled, eval_states)
+        (found_1, found_2), similarity = match_by_activations(ARCH, parent_a.tensors, shuffled, eval_states)
         # Every live unit finds its copy (correlation 1); a dead one correlates 0 with all.
         assert min(similarity) > 0.95
     else:
-        found_1, found_2, _ = match_by_weights(parent_a.tensors, shuffled)
+        (found_1, found_2), _ = match_by_weights(ARCH, parent_a.tensors, shuffled)
     # Aligning a shuffled copy of A back onto A undoes the shuffle exactly.
-    realigned = permute_hidden(shuffled, found_1, found_2)
+    realigned = permute_hidden(ARCH, shuffled, [found_1, found_2])
     assert all(torch.equal(realigned[key], parent_a.tensors[key]) for key in STATE_DICT_KEYS)
 
 
 def test_aligned_alpha_one_without_repair_is_a(parent_a, parent_b, eval_states):
-    result = crossover(parent_a, parent_b, CrossoverConfig(mode="aligned", alpha=1.0, repair_layernorm=False), eval_states)
+    result = crossover(
+        parent_a, parent_b, CrossoverConfig(mode="aligned", alpha=1.0, repair_layernorm=False), eval_states
+    )
     assert all(torch.equal(result.child.tensors[key], parent_a.tensors[key]) for key in STATE_DICT_KEYS)
     assert result.permutations is not None and result.permutations[0].shape == (64,)
 
@@ -142,7 +150,10 @@ def test_aligned_alpha_one_without_repair_is_a(parent_a, parent_b, eval_states):
 def test_aligned_alpha_zero_computes_b(parent_a, parent_b, eval_states):
     child = crossover(parent_a, parent_b, CrossoverConfig(mode="aligned", alpha=0.0), eval_states).child
     torch.testing.assert_close(
-        functional_forward(child.tensors, eval_states), functional_forward(parent_b.tensors, eval_states), rtol=0, atol=1e-4
+        functional_forward(ARCH, child.tensors, eval_states),
+        functional_forward(ARCH, parent_b.tensors, eval_states),
+        rtol=0,
+        atol=1e-4,
     )
 
 
@@ -150,13 +161,18 @@ def test_aligned_by_activations_needs_states(parent_a, parent_b):
     with pytest.raises(ValueError, match="states are required"):
         crossover(parent_a, parent_b, CrossoverConfig(mode="aligned"))
     # Weight matching without the LayerNorm repair needs no data.
-    child = crossover(parent_a, parent_b, CrossoverConfig(mode="aligned", align_by="weights", repair_layernorm=False)).child
+    child = crossover(
+        parent_a, parent_b, CrossoverConfig(mode="aligned", align_by="weights", repair_layernorm=False)
+    ).child
     assert child.format == "float32"
 
 
 def test_mismatched_architectures_name_the_shapes(parent_a):
     small = random_parent(2, QNetworkArch(input_dim=8, hidden_size=32, output_dim=4))
-    with pytest.raises(ValueError, match=r"network\.4\.weight: A \[64, 64\] vs B \[32, 32\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"A 8-64-64-4 layernorm relu and B 8-32-32-4 layernorm relu: hidden_sizes \[64, 64\] vs \[32, 32\]",
+    ):
         crossover(parent_a, small, CrossoverConfig())
 
 
@@ -171,7 +187,14 @@ def test_int8_parents_are_dequantized(parent_a, parent_b):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("mode", "uniform"), ("alpha", 1.5), ("alpha", True), ("seed", -1), ("granularity", "neuron"), ("align_by", "gradients")],
+    [
+        ("mode", "uniform"),
+        ("alpha", 1.5),
+        ("alpha", True),
+        ("seed", -1),
+        ("granularity", "neuron"),
+        ("align_by", "gradients"),
+    ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=f"{field} must be .*{value!r}"):
@@ -184,24 +207,29 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
 def distilled_student(teacher: Checkpoint, states: torch.Tensor, seed: int) -> Checkpoint:
     """A baseline student: 25 epochs, batch 64, lr 1e-3, soft KL at T 3 (the reference's distillation)."""
     arch = student_arch(teacher.arch)
-    student = init_network(arch, seed)
-    teacher_q = functional_forward(teacher.tensors, states)
-    result = train(student, states, [TeacherTarget(teacher_q)], TrainConfig(epochs=25, lr=1e-3, batch_size=64, seed=seed))
+    teacher_q = functional_forward(teacher.arch, teacher.tensors, states)
+    result = train(
+        arch,
+        init_params(arch, seed),
+        states,
+        [TeacherTarget(teacher_q)],
+        TrainConfig(epochs=25, lr=1e-3, batch_size=64, seed=seed),
+    )
     return float_checkpoint(result.state_dict, arch)
 
 
 @pytest.fixture(scope="module")
 def same_teacher_students() -> tuple[Checkpoint, Checkpoint, torch.Tensor]:
-    teacher = float_checkpoint(init_network(ARCH, 0).state_dict(), ARCH)
+    teacher = float_checkpoint(init_params(ARCH, 0), ARCH)
     states = torch.from_numpy(synthetic_states(SyntheticStates(n_states=5000, seed=42), 8))
     return distilled_student(teacher, states, seed=1), distilled_student(teacher, states, seed=2), states
 
 
 def min_parent_agreement(child: Checkpoint, parent_a: Checkpoint, parent_b: Checkpoint, states: torch.Tensor) -> float:
-    child_q = functional_forward(child.tensors, states)
+    child_q = functional_forward(child.arch, child.tensors, states)
     return min(
-        action_agreement(functional_forward(parent_a.tensors, states), child_q),
-        action_agreement(functional_forward(parent_b.tensors, states), child_q),
+        action_agreement(functional_forward(parent_a.arch, parent_a.tensors, states), child_q),
+        action_agreement(functional_forward(parent_b.arch, parent_b.tensors, states), child_q),
     )
 
 

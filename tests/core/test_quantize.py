@@ -9,11 +9,22 @@ import torch
 
 from core import metrics
 from core.artifacts import CheckpointError, decode, encode
-from core.networks import LAYERNORM_EPS, LINEAR_INDICES
-from core.quantize import PTQConfig, activation_qparams, inference_forward, is_static, quantize, quantize_dynamic, quantize_static
-from tests.core.quantization_fixtures import baseline_student, baseline_teacher, random_student, states
+from core.networks import LAYERNORM_EPS
+from core.quantize import (
+    PTQConfig,
+    activation_qparams,
+    inference_forward,
+    is_static,
+    quantize,
+    quantize_dynamic,
+    quantize_static,
+)
+from tests.core import baseline
+from tests.core.baseline import random_student, states
 
 STATIC = PTQConfig(mode="static")
+
+LINEAR_INDICES = (0, 4, 8)  # the reference layout's Linear modules
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +45,7 @@ def eval_states():
 @pytest.fixture(scope="module")
 def distilled():
     """(teacher, baseline-distilled student, 5000 held-out states from a different seed)."""
-    teacher = baseline_teacher()
-    training_states = states(5000, seed=42)
-    return teacher, baseline_student(teacher, training_states), training_states, states(5000, seed=4242)
+    return baseline.teacher(0), baseline.student(0), baseline.training_states(), states(5000, seed=4242)
 
 
 def outputs(checkpoint, inputs):
@@ -76,7 +85,9 @@ def test_per_channel_scales_fit_each_row(student):
     expected = weight.abs().amax(dim=1) / 127
     assert torch.allclose(tensors["network.4.weight_scale"], expected)
     # Every row uses the full int8 range.
-    assert torch.equal(tensors["network.4.weight"].abs().amax(dim=1).to(torch.int64), torch.full((weight.shape[0],), 127))
+    assert torch.equal(
+        tensors["network.4.weight"].abs().amax(dim=1).to(torch.int64), torch.full((weight.shape[0],), 127)
+    )
 
 
 def test_static_records_activation_qparams_and_calibration_samples(student, calibration_states):
@@ -113,7 +124,12 @@ def test_static_calibrates_on_the_leading_states_without_wrapping(student, calib
 
 @pytest.mark.parametrize(
     ("bad_states", "message"),
-    [(None, "calibration_states"), (torch.empty(0, 8), "non-empty"), (torch.zeros(10, 5), "width"), (torch.full((4, 8), float("nan")), "finite")],
+    [
+        (None, "calibration_states"),
+        (torch.empty(0, 8), "non-empty"),
+        (torch.zeros(10, 5), "width"),
+        (torch.full((4, 8), float("nan")), "finite"),
+    ],
 )
 def test_static_without_usable_states_is_an_error(student, bad_states, message):
     with pytest.raises(ValueError, match=message):
@@ -145,17 +161,28 @@ def integer_reference_forward(checkpoint, inputs):
         inverse_scale = (1.0 / input_scale).to(torch.float32)
         inputs_uint8 = torch.clamp(torch.round(hidden * inverse_scale).to(torch.int64) + zero_point, 0, 255)
         accumulator = (inputs_uint8 - zero_point) @ tensors[f"network.{index}.weight"].to(torch.int64).t()
-        hidden = accumulator.to(torch.float32) * (input_scale * tensors[f"network.{index}.weight_scale"]) + tensors[f"network.{index}.bias"]
+        hidden = (
+            accumulator.to(torch.float32) * (input_scale * tensors[f"network.{index}.weight_scale"])
+            + tensors[f"network.{index}.bias"]
+        )
         if index != 8:
             norm = index + 1
-            hidden = torch.nn.functional.layer_norm(hidden, hidden.shape[-1:], tensors[f"network.{norm}.weight"], tensors[f"network.{norm}.bias"], LAYERNORM_EPS)
+            hidden = torch.nn.functional.layer_norm(
+                hidden,
+                hidden.shape[-1:],
+                tensors[f"network.{norm}.weight"],
+                tensors[f"network.{norm}.bias"],
+                LAYERNORM_EPS,
+            )
             hidden = torch.relu(hidden)
     return hidden
 
 
 @pytest.mark.parametrize("granularity", ["per_tensor", "per_channel"])
 def test_static_forward_emulates_integer_arithmetic(student, calibration_states, eval_states, granularity):
-    checkpoint = quantize_static(student, calibration_states, dataclasses.replace(STATIC, granularity=granularity)).checkpoint
+    checkpoint = quantize_static(
+        student, calibration_states, dataclasses.replace(STATIC, granularity=granularity)
+    ).checkpoint
     served = outputs(checkpoint, eval_states[:512])
     expected = integer_reference_forward(checkpoint, eval_states[:512])
     assert torch.allclose(served, expected, atol=1e-5, rtol=0)
@@ -165,7 +192,10 @@ def test_static_input_rounding_matches_torch_fake_quantize(student, calibration_
     tensors = quantize_static(student, calibration_states, STATIC).checkpoint.tensors
     scale, zero_point = float(tensors["network.0.input_scale"]), int(tensors["network.0.input_zero_point"])
     torch_grid = torch.fake_quantize_per_tensor_affine(eval_states, scale, zero_point, 0, 255)
-    ours = torch.clamp(torch.round(eval_states * (1.0 / tensors["network.0.input_scale"])), -zero_point, 255 - zero_point) * scale
+    ours = (
+        torch.clamp(torch.round(eval_states * (1.0 / tensors["network.0.input_scale"])), -zero_point, 255 - zero_point)
+        * scale
+    )
     assert torch.equal(ours, torch_grid)
 
 
@@ -189,10 +219,14 @@ def test_int8_files_round_trip_and_shrink(student, calibration_states, eval_stat
 
 def test_decode_refuses_incomplete_or_out_of_range_activation_qparams(student, calibration_states):
     checkpoint = quantize_static(student, calibration_states, STATIC).checkpoint
-    missing = dataclasses.replace(checkpoint, tensors={k: v for k, v in checkpoint.tensors.items() if k != "network.4.input_zero_point"})
+    missing = dataclasses.replace(
+        checkpoint, tensors={k: v for k, v in checkpoint.tensors.items() if k != "network.4.input_zero_point"}
+    )
     with pytest.raises(CheckpointError, match="network.4.input_zero_point"):
         decode(encode(missing))
-    out_of_range = dataclasses.replace(checkpoint, tensors={**checkpoint.tensors, "network.0.input_zero_point": torch.tensor([300], dtype=torch.int32)})
+    out_of_range = dataclasses.replace(
+        checkpoint, tensors={**checkpoint.tensors, "network.0.input_zero_point": torch.tensor([300], dtype=torch.int32)}
+    )
     with pytest.raises(CheckpointError, match="input_zero_point"):
         decode(encode(out_of_range))
 

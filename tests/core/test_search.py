@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from core.artifacts import Checkpoint, float_checkpoint
-from core.distill import DistillConfig, distill
-from core.networks import QNetworkArch, init_network
+from core.artifacts import Checkpoint
 from core.search import (
     SearchConfig,
+    SearchStates,
     halving_plan,
     leaderboard,
     manifest,
@@ -27,21 +27,17 @@ from core.search import (
     trials,
 )
 from core.states import SyntheticStates, synthetic_states
-
-BASELINE_DISTILL = DistillConfig(epochs=25, batch_size=64, lr=1e-3)
+from tests.core import baseline
 
 
 @pytest.fixture(scope="module")
 def baseline_students() -> tuple[Checkpoint, Checkpoint]:
-    """The baseline students of teachers 0 and 1 (5000 states, seed 42, 25 epochs, batch 64, lr 1e-3)."""
-    states = synthetic_states(SyntheticStates(5000, 42), 8)
-    teachers = [float_checkpoint(init_network(QNetworkArch(), seed).state_dict()) for seed in (0, 1)]
-    student_a, student_b = (distill(teacher, states, BASELINE_DISTILL).student for teacher in teachers)
-    return student_a, student_b
+    """The baseline students of teachers 0 and 1 (the defaults at 25 epochs and batch 64)."""
+    return baseline.student(0), baseline.student(1)
 
 
 @pytest.fixture(scope="module")
-def states() -> tuple[np.ndarray, np.ndarray]:
+def states() -> SearchStates:
     return search_states(SearchConfig(), 8)
 
 
@@ -49,8 +45,8 @@ def states() -> tuple[np.ndarray, np.ndarray]:
 def default_runs(baseline_students, states):
     """The default preset run by both schedulers on the baseline students and 1000 search states."""
     parent_a, parent_b = baseline_students
-    grid = run_search(parent_a, parent_b, SearchConfig(), *states)
-    halving = run_search(parent_a, parent_b, SearchConfig(scheduler="halving"), *states)
+    grid = run_search(parent_a, parent_b, SearchConfig(), states)
+    halving = run_search(parent_a, parent_b, SearchConfig(scheduler="halving"), states)
     return grid, halving
 
 
@@ -119,7 +115,7 @@ def test_max_runs_keeps_the_first_trials():
     specs = trials(SearchConfig(max_runs=3))
     assert [spec.trial_id for spec in specs] == [spec.trial_id for spec in trials(SearchConfig())[:3]]
     assert len(trials(SearchConfig(max_runs=100))) == 14
-    with pytest.raises(ValueError, match="max_runs must be an integer >= 1 or None, got 0"):
+    with pytest.raises(ValueError, match=re.escape("max_runs must be an integer in [1, 500] or None, got 0")):
         SearchConfig(max_runs=0)
 
 
@@ -135,11 +131,18 @@ def test_max_runs_keeps_the_first_trials():
             {"preset": "custom", "crossover_modes": ("random", "blend")},
             "crossover_modes must be distinct names from random, layer, weighted, aligned, got \\['random', 'blend'\\]",
         ),
-        ({"preset": "custom", "alpha_values": (0.5, 1.5)}, "alpha_values must be numbers in \\[0, 1\\], got \\[0.5, 1.5\\]"),
+        (
+            {"preset": "custom", "alpha_values": (0.5, 1.5)},
+            "alpha_values\\[1\\] must be a number in \\[0, 1\\], got 1.5",
+        ),
         ({"alpha_values": (0.5,)}, "alpha_values apply only to preset 'custom', got preset 'default'"),
         ({"finetune_target": "b"}, "finetune_target must be 'both' or 'a', got 'b'"),
         ({"scheduler": "bandit"}, "scheduler must be 'grid' or 'halving', got 'bandit'"),
-        ({"eta": 1}, "eta must be an integer >= 2, got 1"),
+        ({"eta": 1}, re.escape("eta must be an integer in [2, 100], got 1")),
+        (
+            {"preset": "custom", "crossover_seeds": tuple(range(65))},
+            "crossover_seeds must be 1 to 64 values without duplicates",
+        ),
     ],
 )
 def test_invalid_configs_name_the_field_and_the_valid_values(fields, message):
@@ -148,31 +151,43 @@ def test_invalid_configs_name_the_field_and_the_valid_values(fields, message):
 
 
 def test_custom_grid_over_500_trials_needs_max_runs():
-    wide = {"preset": "custom", "alpha_values": tuple(i / 100 for i in range(101)), "crossover_seeds": (0, 1, 2)}
-    with pytest.raises(ValueError, match="the custom grid has 810 trials, over the limit of 500: narrow it or set max_runs <= 500"):
+    wide = {"preset": "custom", "alpha_values": tuple(i / 100 for i in range(64)), "crossover_seeds": (0, 1, 2)}
+    with pytest.raises(
+        ValueError, match="the custom grid has 514 trials, over the limit of 500: narrow it or set max_runs <= 500"
+    ):
         SearchConfig(**wide)
     assert len(trials(SearchConfig(**wide, max_runs=500))) == 500
 
 
-def test_eval_states_are_held_out_from_training(states):
-    train, evaluation = states
-    assert train.shape == evaluation.shape == (1000, 8) and train.dtype == evaluation.dtype == np.float32
-    assert not set(map(bytes, train)) & set(map(bytes, evaluation))
+def test_train_selection_and_evaluation_states_are_disjoint(states):
+    sets = (states.train, states.selection, states.evaluation)
+    assert all(array.shape == (1000, 8) and array.dtype == np.float32 for array in sets)
+    rows = [set(map(bytes, array)) for array in sets]
+    assert not rows[0] & rows[1] and not rows[0] & rows[2] and not rows[1] & rows[2]
     uploaded = synthetic_states(SyntheticStates(300, 42), 8)
-    given_train, given_eval = search_states(SearchConfig(), 8, train_states=uploaded)
-    assert np.array_equal(given_train, uploaded) and np.array_equal(given_eval, evaluation)
-    other_train, other_eval = search_states(SearchConfig(seed=1), 8)
-    assert not np.array_equal(other_train, train) and not np.array_equal(other_eval, evaluation)
+    given = search_states(SearchConfig(), 8, train_states=uploaded)
+    assert np.array_equal(given.train, uploaded) and np.array_equal(given.evaluation, states.evaluation)
+    assert np.array_equal(given.selection, states.selection)
+    other = search_states(SearchConfig(seed=1), 8)
+    assert not np.array_equal(other.train, states.train) and not np.array_equal(other.evaluation, states.evaluation)
+    assert set(states.describe()) == {"train", "selection", "evaluation"}
 
 
 def test_run_trial_is_deterministic(baseline_students, states):
     spec = trials(SearchConfig())[0]
-    first = run_trial(*baseline_students, spec, *states)
-    second = run_trial(*baseline_students, spec, *states)
+    first = run_trial(*baseline_students, spec, states)
+    second = run_trial(*baseline_students, spec, states)
     assert first.metrics == second.metrics
     assert all(torch.equal(first.child.tensors[key], second.child.tensors[key]) for key in first.child.tensors)
     assert first.finetune["epochs_run"] == 5 and first.evaluated_format == "float32" and first.child_int8 is None
-    assert first.metrics["primary_metric"] == min(first.metrics["child_vs_parent_a_agreement"], first.metrics["child_vs_parent_b_agreement"])
+    assert first.metrics["primary_metric"] == min(
+        first.metrics["child_vs_parent_a_agreement"], first.metrics["child_vs_parent_b_agreement"]
+    )
+    # The figure choices are made on is measured on other states than the one reported.
+    assert first.selection_primary == min(
+        first.selection_metrics["child_vs_parent_a_agreement"], first.selection_metrics["child_vs_parent_b_agreement"]
+    )
+    assert first.selection_primary != first.metrics["primary_metric"]
     assert set(first.durations) == {"crossover_s", "finetune_s", "eval_s", "total_s"}
     json.dumps(first.to_dict(), allow_nan=False)
 
@@ -180,14 +195,16 @@ def test_run_trial_is_deterministic(baseline_students, states):
 def test_quantizing_regime_scores_the_int8_export(baseline_students, states):
     spec = trials(SearchConfig(preset="default-qat"))[2]
     assert spec.regime == "short_qat"
-    result = run_trial(*baseline_students, spec, *states, epochs=2)
+    result = run_trial(*baseline_students, spec, states, epochs=2)
     assert result.evaluated_format == "int8" and result.child_int8.format == "int8"
     assert result.report["model_formats"]["child"] == "int8" and result.epochs == 2
 
 
 def test_aligned_recipe_runs_on_the_training_states(baseline_students, states):
-    config = SearchConfig(preset="custom", crossover_modes=("aligned",), alpha_values=(0.5,), finetune_regimes=("short",))
-    result = run_trial(*baseline_students, trials(config)[0], *states, epochs=1)
+    config = SearchConfig(
+        preset="custom", crossover_modes=("aligned",), alpha_values=(0.5,), finetune_regimes=("short",)
+    )
+    result = run_trial(*baseline_students, trials(config)[0], states, epochs=1)
     assert result.trial_id == "000_aligned_a0p50_sNone_short" and 0.0 <= result.metrics["primary_metric"] <= 1.0
 
 
@@ -195,22 +212,28 @@ def test_finetuning_toward_both_parents_lifts_the_weaker_side(baseline_students,
     spec_both = trials(SearchConfig())[12]
     spec_a = trials(SearchConfig(finetune_target="a"))[12]
     assert (spec_both.finetune.teacher_weight_a, spec_a.finetune.teacher_weight_a) == (0.5, 1.0)
-    both = run_trial(*baseline_students, spec_both, *states)
-    only_a = run_trial(*baseline_students, spec_a, *states)
+    both = run_trial(*baseline_students, spec_both, states)
+    only_a = run_trial(*baseline_students, spec_a, states)
     assert only_a.metrics["child_vs_parent_a_agreement"] > both.metrics["child_vs_parent_a_agreement"]
     assert both.metrics["child_vs_parent_b_agreement"] > only_a.metrics["child_vs_parent_b_agreement"] + 0.2
     assert both.metrics["primary_metric"] > only_a.metrics["primary_metric"] + 0.1
 
 
-def test_leaderboard_ranks_a_better_parent_above_children(baseline_students, states):
-    result = run_trial(*baseline_students, trials(SearchConfig())[0], *states, epochs=1)
+def test_leaderboard_ranks_by_the_selection_states_and_a_better_parent_above_children(baseline_students, states):
+    result = run_trial(*baseline_students, trials(SearchConfig())[0], states, epochs=1)
+    # Reported figures in the opposite order to the selection ones: the order follows selection.
     results = [
-        dataclasses.replace(result, spec=spec, metrics={**result.metrics, "primary_metric": primary})
+        dataclasses.replace(
+            result,
+            spec=spec,
+            metrics={**result.metrics, "primary_metric": 1.0 - primary},
+            selection_metrics={"primary_metric": primary},
+        )
         for spec, primary in zip(trials(SearchConfig())[:3], (0.5, 0.9, 0.7))
     ]
-    baselines = parent_baselines(*baseline_students, states[1])
-    baselines = [{**row, "primary_metric": 0.8} for row in baselines]
-    rows = leaderboard(results, baselines, degenerate_threshold=0.6)
+    baselines = parent_baselines(*baseline_students, states)
+    baselines = [{**row, "selection_primary_metric": 0.8, "primary_metric": 0.5} for row in baselines]
+    rows = leaderboard(results, baselines, degenerate_threshold=0.45)
     assert [row["trial_id"] for row in rows] == [
         "001_random_a0p50_s0_long",
         "parent_a",
@@ -219,30 +242,45 @@ def test_leaderboard_ranks_a_better_parent_above_children(baseline_students, sta
         "000_random_a0p50_s0_short",
     ]
     assert [row["rank"] for row in rows] == [1, 2, 3, 4, 5]
-    assert [row["degenerate"] for row in rows] == [False, False, False, False, True]
-    tied = leaderboard(results, [{**row, "primary_metric": 0.9} for row in baselines])
+    assert [row["degenerate"] for row in rows] == [True, False, False, True, False]  # degenerate by the reported figure
+    tied = leaderboard(results, [{**row, "selection_primary_metric": 0.9} for row in baselines])
     assert [row["trial_id"] for row in tied[:3]] == ["001_random_a0p50_s0_long", "parent_a", "parent_b"]
     assert not any(row["degenerate"] for row in tied)
 
 
 def test_parent_baselines_score_each_parent_against_both(baseline_students, states):
-    parent_a, parent_b = parent_baselines(*baseline_students, states[1])
+    parent_a, parent_b = parent_baselines(*baseline_students, states)
     assert parent_a["child_vs_parent_a_agreement"] == 1.0 and parent_b["child_vs_parent_b_agreement"] == 1.0
     agreement = parent_a["child_vs_parent_b_agreement"]
-    assert parent_b["child_vs_parent_a_agreement"] == agreement == parent_a["primary_metric"] == parent_b["primary_metric"]
-    assert parent_a["kl_divergence_a"] == 0.0 and parent_a["kl_divergence_b"] > 0.0 and parent_a["is_parent_baseline"]
+    assert (
+        parent_b["child_vs_parent_a_agreement"] == agreement == parent_a["primary_metric"] == parent_b["primary_metric"]
+    )
+    assert (
+        parent_a["kl_divergence_a"] == pytest.approx(0.0, abs=1e-6)
+        and parent_a["kl_divergence_b"] > 0.0
+        and parent_a["is_parent_baseline"]
+    )
+    assert parent_a["selection_primary_metric"] == parent_b["selection_primary_metric"] != agreement
 
 
 def test_promote_keeps_the_best_third_of_each_regime_with_ties_to_the_lower_index(baseline_students, states):
-    result = run_trial(*baseline_students, trials(SearchConfig())[0], *states, epochs=1)
+    result = run_trial(*baseline_students, trials(SearchConfig())[0], states, epochs=1)
     # Trials alternate short, long: short 0, 2, 4, 6 and long 1, 3, 5.
     scores = (0.4, 0.6, 0.5, 0.6, 0.1, 0.2, 0.3)
-    results = [dataclasses.replace(result, spec=spec, metrics={"primary_metric": score}) for spec, score in zip(trials(SearchConfig()), scores)]
+    results = [
+        dataclasses.replace(result, spec=spec, selection_metrics={"primary_metric": score})
+        for spec, score in zip(trials(SearchConfig()), scores)
+    ]
     assert promote(results, eta=3) == [0, 1, 2]
     assert promote(results, eta=2) == [0, 1, 2, 3]
     # A regime scoring below every trial of another still keeps its best: early scores compare only within a regime.
-    long_behind = [score / 10 if spec.regime == "long" else score for spec, score in zip(trials(SearchConfig()), scores)]
-    behind = [dataclasses.replace(result, metrics={"primary_metric": score}) for result, score in zip(results, long_behind)]
+    long_behind = [
+        score / 10 if spec.regime == "long" else score for spec, score in zip(trials(SearchConfig()), scores)
+    ]
+    behind = [
+        dataclasses.replace(result, selection_metrics={"primary_metric": score})
+        for result, score in zip(results, long_behind)
+    ]
     assert promote(behind, eta=3) == [0, 1, 2]
 
 
@@ -292,14 +330,21 @@ def test_halving_finds_the_grid_winner_at_under_two_fifths_of_the_epochs(default
 
 def test_children_tuned_toward_both_beat_the_parents(default_runs, baseline_students, states):
     grid, _ = default_runs
-    rows = leaderboard(grid.results, parent_baselines(*baseline_students, states[1]))
+    rows = leaderboard(grid.results, parent_baselines(*baseline_students, states))
     advice = recommendation(grid.results, rows)
     assert advice["best_child"] == best_child(rows) and not advice["best_row_is_parent"]
-    assert advice["best_child_beats_parents"] and advice["best_child"]["primary_metric"] > advice["parent_baseline_agreement"] + 0.15
+    assert (
+        advice["best_child_beats_parents"]
+        and advice["best_child"]["primary_metric"] > advice["parents_agreement"] + 0.15
+    )
     assert sum(group["recommended"] for group in advice["by_mode"].values()) == 1
     assert advice["recommended_regime"] in ("short", "long") and advice["by_regime"]["long"]["n"] == 7
     spread = {(row["alpha"], row["regime"]): row for row in advice["random_seed_spread"]}
-    assert set(spread) == {(0.5, "short"), (0.5, "long")} and set(spread[(0.5, "short")]["primary_by_seed"]) == {"0", "1", "2"}
+    assert set(spread) == {(0.5, "short"), (0.5, "long")} and set(spread[(0.5, "short")]["primary_by_seed"]) == {
+        "0",
+        "1",
+        "2",
+    }
     assert spread[(0.5, "long")]["std"] > 0
 
 
@@ -309,8 +354,16 @@ def test_manifest_records_every_trial_config(default_runs):
     json.dumps(entries, allow_nan=False)
     assert [entry["trial_id"] for entry in entries] == [spec.trial_id for spec in halving.specs]
     first = entries[1]
-    assert first["crossover"]["mode"] == "random" and first["crossover"]["seed"] == 0 and first["crossover"]["granularity"] == "tensor"
-    assert first["finetune"]["regime"] == "long" and first["finetune"]["regime_epochs"] == 20 and first["finetune"]["lr"] == 1e-4
+    assert (
+        first["crossover"]["mode"] == "random"
+        and first["crossover"]["seed"] == 0
+        and first["crossover"]["granularity"] == "tensor"
+    )
+    assert (
+        first["finetune"]["regime"] == "long"
+        and first["finetune"]["regime_epochs"] == 20
+        and first["finetune"]["lr"] == 1e-4
+    )
     assert first["finetune"]["finetune_target"] == "both" and first["finetune"]["teacher_weight_a"] == 0.5
     assert first["seeds"] == {"search": 0, "finetune": halving.config.finetune_seed, "crossover": 0}
     assert first["finetune"]["epochs"] == first["finetune_metrics"]["epochs_run"]
@@ -322,12 +375,28 @@ def test_manifest_records_every_trial_config(default_runs):
 
 def test_search_report_names_the_winner_and_its_checkpoint(default_runs, baseline_students, states):
     grid, _ = default_runs
-    baselines = parent_baselines(*baseline_students, states[1])
+    baselines = parent_baselines(*baseline_students, states)
     checkpoint_ids = {result.index: f"ckpt_{result.index}" for result in grid.results}
-    body = search_report(grid.config, grid.specs, grid.plan, grid.results, baselines, checkpoint_ids, {}, 14, grid.finetune_epochs, torch.__version__)
+    body = search_report(
+        grid.config,
+        grid.specs,
+        grid.plan,
+        grid.results,
+        baselines,
+        checkpoint_ids,
+        {},
+        14,
+        grid.finetune_epochs,
+        torch.__version__,
+    )
     json.dumps(body, allow_nan=False)
     winner = next(row for row in body["leaderboard"] if not row["is_parent_baseline"])
-    assert body["winner"] == {"trial_id": winner["trial_id"], "checkpoint_id": f"ckpt_{winner['index']}", "primary_metric": winner["primary_metric"]}
+    assert body["winner"] == {
+        "trial_id": winner["trial_id"],
+        "checkpoint_id": f"ckpt_{winner['index']}",
+        "primary_metric": winner["primary_metric"],
+        "selection_primary_metric": winner["selection_primary_metric"],
+    }
     assert body["passed"] is True and body["scheduler"]["total_finetune_epochs"] == 175
     assert all(row["checkpoint_id"] is None for row in body["leaderboard"] if row["is_parent_baseline"])
     assert [entry["checkpoint_id"] for entry in body["manifest"]] == [f"ckpt_{index}" for index in range(14)]

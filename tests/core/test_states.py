@@ -1,8 +1,19 @@
+import io
+
 import numpy as np
 import pytest
 import torch
 
-from core.states import SyntheticStates, derive_seed, dump_npy, load_npy, synthetic_states, train_val_split, validate_states
+from core.states import (
+    StatesTooLargeError,
+    SyntheticStates,
+    derive_seed,
+    dump_npy,
+    load_npy,
+    synthetic_states,
+    validate_states,
+)
+from core.training import train_val_split
 
 
 def test_synthetic_states_are_the_reference_draw():
@@ -57,3 +68,20 @@ def test_derived_seeds_differ_by_purpose_and_repeat_by_seed():
     assert derive_seed(42, "init") == derive_seed(42, "init")
     assert derive_seed(42, "init") != derive_seed(42, "split")
     assert derive_seed(42, "init") != derive_seed(43, "init")
+
+
+def _rewrite_header(shape: tuple[int, ...]) -> bytes:
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return np.lib.format.magic(1, 0) + buffer.getvalue()[len(np.lib.format.magic(1, 0)) :] + bytes(64)
+
+
+def test_npy_header_is_checked_before_anything_is_allocated():
+    with pytest.raises(ValueError, match="at most 1000000 states are accepted, got 1000000000000"):
+        load_npy(_rewrite_header((10**12, 8)))
+    with pytest.raises(ValueError, match="the file is shorter"):
+        load_npy(_rewrite_header((100_000, 8)))  # 3.2 MB declared, 64 bytes present
+    with pytest.raises(StatesTooLargeError, match="holds 4000 values \\(500 x 8\\), over the limit of 1000"):
+        load_npy(dump_npy(np.zeros((500, 8), np.float32)), max_values=1000)
+    assert load_npy(dump_npy(np.ones((125, 8), np.float32)), max_values=1000).shape == (125, 8)

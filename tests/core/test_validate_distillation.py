@@ -60,7 +60,13 @@ def test_distilled_student_passes_the_default_gates(report):
     assert report["passed"], report["failed_checks"]
     assert report["metrics"]["action_agreement"] >= 0.85
     assert report["metrics"]["kl_divergence"] < 0.05
-    assert set(report["checks"]) == {"min_action_agreement", "max_kl_divergence", "max_mse", "min_cosine_similarity", "max_param_ratio"}
+    assert set(report["checks"]) == {
+        "min_action_agreement",
+        "max_kl_divergence",
+        "max_mse",
+        "min_cosine_similarity",
+        "max_param_ratio",
+    }
     assert all(check["passed"] for name, check in report["checks"].items() if check["gates"])
 
 
@@ -68,23 +74,36 @@ def test_cosine_is_reported_but_does_not_gate_by_default(teacher, student, eval_
     strict = DistillationValidationConfig(min_cosine_similarity=1.0, **FAST)
     report = validate_distillation(teacher, student, eval_states, strict)
     cosine = report["checks"]["min_cosine_similarity"]
-    assert cosine == {"value": report["metrics"]["mean_cosine_similarity"], "threshold": 1.0, "passed": False, "gates": False}
+    assert cosine == {
+        "value": report["metrics"]["mean_cosine_similarity"],
+        "threshold": 1.0,
+        "passed": False,
+        "gates": False,
+    }
     assert report["passed"] and "min_cosine_similarity" not in report["failed_checks"]
     assert any("cosine" in note for note in report["notes"])
-    gated = validate_distillation(teacher, student, eval_states, DistillationValidationConfig(min_cosine_similarity=1.0, gate_cosine=True, **FAST))
+    gated = validate_distillation(
+        teacher, student, eval_states, DistillationValidationConfig(min_cosine_similarity=1.0, gate_cosine=True, **FAST)
+    )
     assert not gated["passed"] and gated["failed_checks"] == ["min_cosine_similarity"]
 
 
 def test_latency_never_gates_unless_asked(teacher, student, eval_states):
-    reported = validate_distillation(teacher, student, eval_states, DistillationValidationConfig(max_latency_ratio=1e-6, **FAST))
+    reported = validate_distillation(
+        teacher, student, eval_states, DistillationValidationConfig(max_latency_ratio=1e-6, **FAST)
+    )
     assert reported["checks"]["max_latency_ratio"]["passed"] is False
     assert reported["passed"]
-    gated = validate_distillation(teacher, student, eval_states, DistillationValidationConfig(max_latency_ratio=1e-6, gate_latency=True, **FAST))
+    gated = validate_distillation(
+        teacher, student, eval_states, DistillationValidationConfig(max_latency_ratio=1e-6, gate_latency=True, **FAST)
+    )
     assert gated["failed_checks"] == ["max_latency_ratio"]
 
 
 def test_thresholds_fail_the_report(teacher, student, eval_states):
-    config = DistillationValidationConfig(min_action_agreement=1.0, max_mse=0.0, max_mae=0.0, max_param_ratio=0.1, **FAST)
+    config = DistillationValidationConfig(
+        min_action_agreement=1.0, max_mse=0.0, max_mae=0.0, max_param_ratio=0.1, **FAST
+    )
     report = validate_distillation(teacher, student, eval_states, config)
     assert not report["passed"]
     assert report["failed_checks"] == ["min_action_agreement", "max_mse", "max_param_ratio", "max_mae"]
@@ -154,7 +173,14 @@ def test_int8_student_is_validated_through_the_int8_path(teacher, student, eval_
     quantized = quantize_dynamic(student).checkpoint
     report = validate_distillation(teacher, quantized, eval_states, DistillationValidationConfig(**FAST))
     with torch.inference_mode():
-        expected = (inference_forward(teacher)(torch.from_numpy(eval_states)).argmax(1) == inference_forward(quantized)(torch.from_numpy(eval_states)).argmax(1)).float().mean()
+        expected = (
+            (
+                inference_forward(teacher)(torch.from_numpy(eval_states)).argmax(1)
+                == inference_forward(quantized)(torch.from_numpy(eval_states)).argmax(1)
+            )
+            .float()
+            .mean()
+        )
     assert report["metrics"]["action_agreement"] == pytest.approx(float(expected))
 
 
@@ -168,8 +194,37 @@ def test_mismatched_networks_and_states_raise(teacher, student, eval_states):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("min_action_agreement", 1.5), ("max_kl_divergence", -1.0), ("min_cosine_similarity", 2.0), ("top_k_values", ()), ("rollout_episodes", -1), ("rollout_max_steps", 0), ("gate_cosine", "no")],
+    [
+        ("min_action_agreement", 1.5),
+        ("max_kl_divergence", -1.0),
+        ("min_cosine_similarity", 2.0),
+        ("top_k_values", ()),
+        ("rollout_episodes", -1),
+        ("rollout_max_steps", 0),
+        ("gate_cosine", "no"),
+    ],
 )
 def test_bad_config_raises_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         DistillationValidationConfig(**{field: value})
+
+
+def test_recorded_actions_are_reported_next_to_the_teacher_agreement(teacher, student, eval_states):
+    states = eval_states
+    recorded = inference_forward(teacher)(torch.as_tensor(states)).argmax(1).numpy()
+    recorded[:100] = (recorded[:100] + 1) % 4  # the agent explored on the first 100 states
+    report = validate_distillation(
+        teacher, student, states, DistillationValidationConfig(latency_repeats=2), actions=recorded
+    )
+    assert report["recorded_actions"]["teacher"] == pytest.approx(1 - 100 / len(states))
+    assert 0 < report["recorded_actions"]["student"] <= 1 and report["recorded_actions"]["n_states"] == len(states)
+    assert (
+        validate_distillation(teacher, student, states, DistillationValidationConfig(latency_repeats=2))[
+            "recorded_actions"
+        ]
+        is None
+    )
+    with pytest.raises(ValueError, match="outside the networks' 4 actions"):
+        validate_distillation(
+            teacher, student, states, DistillationValidationConfig(latency_repeats=2), actions=recorded + 4
+        )

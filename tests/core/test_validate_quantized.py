@@ -11,9 +11,12 @@ from core import metrics
 from core.artifacts import encode
 from core.quantize import PTQConfig, inference_forward, quantize_dynamic, quantize_static
 from core.validate import QuantizedValidationConfig, validate_quantized
-from tests.core.quantization_fixtures import baseline_teacher, random_student, states
+from tests.core import baseline
+from tests.core.baseline import random_student, states
 
-FAST = QuantizedValidationConfig(latency_warmup=1, latency_repeats=5, throughput_warmup_batches=1, throughput_timed_batches=2)
+FAST = QuantizedValidationConfig(
+    latency_warmup=1, latency_repeats=5, throughput_warmup_batches=1, throughput_timed_batches=2
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def static_int8(student):
 
 @pytest.fixture(scope="module")
 def report(student, static_int8, eval_states):
-    return validate_quantized(student, static_int8, eval_states, FAST, teacher=baseline_teacher())
+    return validate_quantized(student, static_int8, eval_states, FAST, teacher=baseline.teacher(0))
 
 
 def outputs(checkpoint, inputs):
@@ -84,7 +87,9 @@ def test_latency_is_reported_but_does_not_gate_by_default(report):
 
 
 def test_a_gating_check_that_fails_fails_the_report(student, static_int8, eval_states):
-    strict = QuantizedValidationConfig(min_action_agreement=1.0, max_latency_ratio=1e-6, gate_latency=True, latency_repeats=3, throughput_batch_size=0)
+    strict = QuantizedValidationConfig(
+        min_action_agreement=1.0, max_latency_ratio=1e-6, gate_latency=True, latency_repeats=3, throughput_batch_size=0
+    )
     report = validate_quantized(student, static_int8, eval_states, strict)
     assert report["passed"] is False
     assert report["failed_checks"] == ["min_action_agreement", "max_latency_ratio"]
@@ -92,9 +97,13 @@ def test_a_gating_check_that_fails_fails_the_report(student, static_int8, eval_s
 
 
 def test_teacher_figures_compare_both_models_with_the_teacher(report, student, static_int8, eval_states):
-    teacher_q = outputs(baseline_teacher(), eval_states)
-    assert report["teacher"]["float"]["action_agreement"] == pytest.approx(metrics.action_agreement(teacher_q, outputs(student, eval_states)))
-    assert report["teacher"]["quantized"]["action_agreement"] == pytest.approx(metrics.action_agreement(teacher_q, outputs(static_int8, eval_states)))
+    teacher_q = outputs(baseline.teacher(0), eval_states)
+    assert report["teacher"]["float"]["action_agreement"] == pytest.approx(
+        metrics.action_agreement(teacher_q, outputs(student, eval_states))
+    )
+    assert report["teacher"]["quantized"]["action_agreement"] == pytest.approx(
+        metrics.action_agreement(teacher_q, outputs(static_int8, eval_states))
+    )
 
 
 def test_wrong_formats_are_named(student, static_int8, eval_states):
@@ -105,14 +114,35 @@ def test_wrong_formats_are_named(student, static_int8, eval_states):
 
 
 def test_mismatched_architecture_and_states_are_errors(student, eval_states):
-    parent_int8 = quantize_dynamic(baseline_teacher()).checkpoint
+    parent_int8 = quantize_dynamic(baseline.teacher(0)).checkpoint
     with pytest.raises(ValueError, match="8-64-64-4"):
         validate_quantized(student, parent_int8, eval_states, FAST)
     with pytest.raises(ValueError, match="width"):
         validate_quantized(student, quantize_dynamic(student).checkpoint, torch.zeros(10, 3), FAST)
 
 
-@pytest.mark.parametrize(("field", "value"), [("min_action_agreement", 1.5), ("max_mean_q_error", -1.0), ("latency_repeats", 0), ("throughput_batch_size", -1), ("top_k_values", ())])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("min_action_agreement", 1.5),
+        ("max_mean_q_error", -1.0),
+        ("latency_repeats", 0),
+        ("throughput_batch_size", -1),
+        ("top_k_values", ()),
+    ],
+)
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         QuantizedValidationConfig(**{field: value})
+
+
+def test_onnxruntime_column_runs_both_exports(student, static_int8, eval_states):
+    config = QuantizedValidationConfig(
+        latency_warmup=1, latency_repeats=3, throughput_batch_size=64, throughput_timed_batches=2, onnxruntime=True
+    )
+    report = validate_quantized(student, static_int8, eval_states, config)
+    for column in ("float", "quantized"):
+        figures = report["onnxruntime"][column]
+        assert figures["action_agreement_with_service"] >= 0.99
+        assert figures["latency"]["median_ms"] > 0 and figures["throughput"]["states_per_sec"] > 0
+    assert report["onnxruntime"]["quantized"]["file_bytes"] < 0.6 * report["onnxruntime"]["float"]["file_bytes"]

@@ -1,32 +1,12 @@
-import os
-
 import pytest
 
-from tests.integration.stack import embedded_stack, postgres_stack
-
-
-def _services_reachable() -> str | None:
-    try:
-        import psycopg
-        import redis
-
-        from tests.integration.stack import POSTGRES_ADMIN_URL, REDIS_URL
-
-        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except Exception as error:  # report why, below
-        return f"{type(error).__name__}: {error}"
-    return None
+from tests.integration.stack import embedded_stack, postgres_stack, require_postgres_and_redis
 
 
 @pytest.fixture(scope="session")
 def postgres_and_redis() -> None:
-    """Skips the test (locally) or fails it (in CI) when the machine's PostgreSQL and Redis are unreachable."""
-    problem = _services_reachable()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL/Redis unreachable in CI: {problem}")
-        pytest.skip(f"PostgreSQL/Redis unreachable: {problem}")
+    """Skips the test (locally, or without the client libraries) or fails it (in CI) when PostgreSQL and Redis are unreachable."""
+    require_postgres_and_redis()
 
 
 @pytest.fixture(scope="session", params=["embedded", "postgres"])
@@ -37,11 +17,7 @@ def stack(request, tmp_path_factory):
     if request.param == "embedded":
         running = embedded_stack(root)
     else:
-        problem = _services_reachable()
-        if problem:
-            if os.environ.get("CI"):
-                pytest.fail(f"PostgreSQL/Redis unreachable in CI: {problem}")
-            pytest.skip(f"PostgreSQL/Redis unreachable: {problem}")
+        require_postgres_and_redis()
         running, cleanup = postgres_stack(root)
     try:
         running.start(workers=2)

@@ -15,7 +15,12 @@ import threading
 import time
 from pathlib import Path
 
-import redis
+import pytest
+
+# Both modules that use these injectors run on the Redis + PostgreSQL stack: without its client libraries they are skipped whole.
+redis = pytest.importorskip(
+    "redis", reason="the redis-postgres extra is not installed (pip install -e '.[redis-postgres]')"
+)
 
 from tests.integration.stack import free_port
 
@@ -122,7 +127,21 @@ class PrivateRedis:
             raise RuntimeError("redis-server is not installed")
         self.root.mkdir(parents=True, exist_ok=True)
         log = open(self.root / "redis.log", "ab")
-        argv = [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(self.root)]
+        argv = [
+            executable,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self.root),
+        ]
         self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         deadline = time.monotonic() + REDIS_START_TIMEOUT_S

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from app.core.config import Settings
 
@@ -25,6 +26,25 @@ POSTGRES_ADMIN_URL = os.environ.get("RECOMB_TEST_POSTGRES", "postgresql://postgr
 REDIS_URL = os.environ.get("RECOMB_TEST_REDIS", "redis://127.0.0.1:6379/0")
 STARTUP_TIMEOUT_S = 60.0
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def require_postgres_and_redis() -> None:
+    """Skip without the ``redis-postgres`` extra; when the machine's PostgreSQL or Redis is unreachable, skip locally and fail in CI."""
+    for module in ("psycopg", "redis"):
+        pytest.importorskip(
+            module, reason="the redis-postgres extra is not installed (pip install -e '.[redis-postgres]')"
+        )
+    import psycopg
+    import redis
+
+    try:
+        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except Exception as error:
+        problem = f"PostgreSQL/Redis unreachable: {type(error).__name__}: {error}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{problem} (in CI)")
+        pytest.skip(problem)
 
 
 def free_port() -> int:
@@ -52,23 +72,29 @@ class Stack:
     def settings(self) -> Settings:
         """The settings the stack's processes read from their environment."""
         names = ("data_dir", "database_url", "broker_url", "broker_key_prefix", "queue")
-        return Settings(**{name: self.env[f"RECOMB_{name.upper()}"] for name in names if f"RECOMB_{name.upper()}" in self.env})
+        return Settings(
+            **{name: self.env[f"RECOMB_{name.upper()}"] for name in names if f"RECOMB_{name.upper()}" in self.env}
+        )
 
     def run(self, *args: str) -> None:
-        subprocess.run([sys.executable, "-m", "app.cli", *args], env=self.env, check=True, cwd=self.root, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "app.cli", *args], env=self.env, check=True, cwd=self.root, capture_output=True
+        )
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "ab")
-        process = subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args], env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
+        )
         self.processes[name] = process
         return process
 
     def start_worker(self, name: str) -> subprocess.Popen:
         return self.spawn(name, "worker", "--name", f"{name}-{uuid.uuid4().hex[:6]}")
 
-    def start(self, workers: int = 1) -> Stack:
+    def start(self, workers: int = 1, api_processes: int = 1) -> Stack:
         self.run("migrate")
-        self.spawn("api", "api", "--port", str(self.port))
+        self.spawn("api", "api", "--port", str(self.port), "--processes", str(api_processes))
         for index in range(workers):
             self.start_worker(f"worker{index + 1}")
         self.client = httpx.Client(base_url=self.url, timeout=30.0)
@@ -103,7 +129,9 @@ class Stack:
         self.processes.clear()
 
     def logs(self, tail: int = 4000) -> str:
-        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-tail:]}" for path in sorted(self.root.glob("*.log")))
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-tail:]}" for path in sorted(self.root.glob("*.log"))
+        )
 
     def wait_job(self, job_id: str, timeout: float = 60.0) -> dict:
         deadline = time.monotonic() + timeout
@@ -135,8 +163,21 @@ class RecombUp:
     def start(self) -> RecombUp:
         self.root.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        argv = [sys.executable, "-m", "app.cli", "up", "--host", self.host, "--port", str(self.port), "--workers", str(self.workers)]
-        self.process = subprocess.Popen(argv, env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "up",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+        ]
+        self.process = subprocess.Popen(
+            argv, env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         with httpx.Client(base_url=self.url, timeout=5.0) as client:
             while time.monotonic() < deadline and self.process.poll() is None:
@@ -191,7 +232,8 @@ def postgres_stack(root: Path) -> tuple[Stack, callable]:
         connection.execute(f'CREATE DATABASE "{database}"')
     prefix = f"recomb-test-{suffix}:"
     env = _base_env(root) | {
-        "RECOMB_DATABASE_URL": POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{database}",
+        "RECOMB_DATABASE_URL": POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        + f"/{database}",
         "RECOMB_BROKER_URL": REDIS_URL,
         "RECOMB_BROKER_KEY_PREFIX": prefix,
         "RECOMB_QUEUE": f"recomb-{suffix}",

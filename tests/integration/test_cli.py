@@ -10,12 +10,27 @@ pytestmark = pytest.mark.integration
 
 def recomb(stack, *args: str) -> subprocess.CompletedProcess:
     env = stack.env | {"RECOMB_URL": stack.url}
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=stack.root, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], env=env, cwd=stack.root, capture_output=True, text=True, timeout=180
+    )
 
 
 def test_submit_watch_follows_a_distillation_to_its_report(stack):
     teacher = stack.client.post("/checkpoints/synthetic", json={"seed": 21}).json()["id"]
-    watched = recomb(stack, "submit", "distill", "--param", f"teacher_id={teacher}", "-p", "epochs=4", "-p", "states.synthetic.n_states=2000", "-p", "states.synthetic.seed=3", "--watch")
+    watched = recomb(
+        stack,
+        "submit",
+        "distill",
+        "--param",
+        f"teacher_id={teacher}",
+        "-p",
+        "epochs=4",
+        "-p",
+        "states.synthetic.n_states=2000",
+        "-p",
+        "states.synthetic.seed=3",
+        "--watch",
+    )
     assert watched.returncode == 0, watched.stderr
     job_id = watched.stdout.splitlines()[0]
     job = stack.client.get(f"/jobs/{job_id}").json()

@@ -9,10 +9,12 @@ pytestmark = pytest.mark.integration
 
 def test_distill_then_validate_on_held_out_states(stack):
     teacher = stack.client.post("/checkpoints/synthetic", json={"seed": 11}).json()["id"]
-    job, report = run(stack, "distill", teacher_id=teacher, epochs=3, states={"synthetic": {"n_states": 2000, "seed": 7919}})
+    job, report = run(
+        stack, "distill", teacher_id=teacher, epochs=3, states={"synthetic": {"n_states": 2000, "seed": 7919}}
+    )
     (student,) = job["output_checkpoint_ids"]
     record = stack.client.get(f"/checkpoints/{student}").json()
-    assert record["arch"]["hidden_size"] == 32
+    assert record["arch"]["hidden_sizes"] == [32, 32]
     body = report["body"]
     assert len(body["curves"]) == 3 and body["student_id"] == student
     assert 0.0 < body["held_out"]["action_agreement"] <= 1.0
@@ -26,7 +28,7 @@ def test_distill_then_validate_on_held_out_states(stack):
     body = stack.client.get(f"/reports/{validation['report_id']}").json()["body"]
     assert body["kind"] == "validate-distillation"
     assert body["checks"]["min_cosine_similarity"]["gates"] is False
-    assert set(body["metrics"]["robustness_slice_agreements"]) == {"low_resource", "high_threat", "sparse_obs"}
+    assert set(body["held_out"]["robustness_slice_agreements"]) == {"low_resource", "high_threat", "sparse_obs"}
 
 
 def test_distilling_the_same_teacher_twice_gives_the_same_bytes(stack):

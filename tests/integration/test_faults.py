@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,9 @@ def job_record(client: httpx.Client, job_id: str) -> dict:
 
 def wait_mid_run(client: httpx.Client, job_id: str) -> dict:
     return wait_until(
-        lambda: (job := job_record(client, job_id))["status"] == "running" and job["progress"] >= MID_RUN_PROGRESS and job,
+        lambda: (
+            (job := job_record(client, job_id))["status"] == "running" and job["progress"] >= MID_RUN_PROGRESS and job
+        ),
         JOB_TIMEOUT_S,
         f"job {job_id} to be running past {MID_RUN_PROGRESS:.0%}",
         interval_s=0.05,
@@ -59,13 +62,17 @@ def wait_mid_run(client: httpx.Client, job_id: str) -> dict:
 
 def wait_terminal(client: httpx.Client, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> dict:
     return wait_until(
-        lambda: (job := job_record(client, job_id))["status"] in ("succeeded", "failed", "cancelled") and job, timeout_s, f"job {job_id} to finish"
+        lambda: (job := job_record(client, job_id))["status"] in ("succeeded", "failed", "cancelled") and job,
+        timeout_s,
+        f"job {job_id} to finish",
     )
 
 
 def artifact_files(artifact_dir: Path) -> dict[str, int]:
     """Every file under the artifact directory, by relative path, with its size."""
-    return {str(path.relative_to(artifact_dir)): path.stat().st_size for path in artifact_dir.rglob("*") if path.is_file()}
+    return {
+        str(path.relative_to(artifact_dir)): path.stat().st_size for path in artifact_dir.rglob("*") if path.is_file()
+    }
 
 
 def stored_hashes(client: httpx.Client) -> set[str]:
@@ -96,7 +103,11 @@ class FaultyStack:
         return Path(self.stack.env["RECOMB_ARTIFACT_DIR"])
 
     def live_workers(self) -> list[str]:
-        return [name for name, process in self.stack.processes.items() if name.startswith("worker") and process.poll() is None]
+        return [
+            name
+            for name, process in self.stack.processes.items()
+            if name.startswith("worker") and process.poll() is None
+        ]
 
     def start_worker(self) -> str:
         self.workers_started += 1
@@ -162,7 +173,9 @@ def test_worker_killed_mid_job_runs_it_again_and_writes_its_outputs_once(faulty)
     assert client.get("/reports", params={"job_id": job_id}).json()["total"] == 1
     student = client.get(f"/checkpoints/{student_id}").json()
     files = artifact_files(faulty.artifact_dir)
-    assert [name for name in files if name.endswith(student["sha256"])] == [f"{student['sha256'][:2]}/{student['sha256']}"]
+    assert [name for name in files if name.endswith(student["sha256"])] == [
+        f"{student['sha256'][:2]}/{student['sha256']}"
+    ]
     assert files[f"{student['sha256'][:2]}/{student['sha256']}"] == student["size_bytes"]
     # Nothing else was left behind by the killed run: every file is a stored artifact.
     assert {Path(name).name for name in files} == stored_hashes(client)
@@ -202,17 +215,25 @@ def test_database_outage_makes_readyz_503_then_every_job_finishes(faulty):
     wait_mid_run(client, long_job)
 
     faulty.proxy.cut()
-    down = wait_until(lambda: (response := client.get("/readyz")).status_code == 503 and response, 30, "/readyz to answer 503")
+    down = wait_until(
+        lambda: (response := client.get("/readyz")).status_code == 503 and response, 30, "/readyz to answer 503"
+    )
     assert down.json()["status"] == "unavailable"
     assert down.json()["checks"]["database"].startswith("unreachable")
     assert down.json()["checks"]["broker"] == "ok"
     during_outage = client.post("/jobs/ptq", json={"checkpoint_id": teacher_id})
     assert during_outage.status_code == 503, during_outage.text
     # Down until the worker, claiming the next job, has backed off three times (0.25 s, 0.5 s, 1 s).
-    wait_until(lambda: "database unreachable; retrying in 1.00s" in faulty.stack.logs(tail=200_000), 30, "a worker to retry with backoff")
+    wait_until(
+        lambda: "database unreachable; retrying in 1.00s" in faulty.stack.logs(tail=200_000),
+        30,
+        "a worker to retry with backoff",
+    )
 
     faulty.proxy.restore()
-    up = wait_until(lambda: (response := client.get("/readyz")).status_code == 200 and response, 30, "/readyz to answer 200")
+    up = wait_until(
+        lambda: (response := client.get("/readyz")).status_code == 200 and response, 30, "/readyz to answer 200"
+    )
     assert up.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
 
     jobs = [wait_terminal(client, job_id) for job_id in (long_job, *waiting_jobs)]
@@ -263,7 +284,13 @@ class Supervised:
         engine = create_engine(self.database_url)
         try:
             with engine.connect() as connection:
-                rows = connection.execute(text("SELECT id, status, attempts FROM jobs WHERE id = ANY(:ids)"), {"ids": list(job_ids)}).mappings().all()
+                rows = (
+                    connection.execute(
+                        text("SELECT id, status, attempts FROM jobs WHERE id = ANY(:ids)"), {"ids": list(job_ids)}
+                    )
+                    .mappings()
+                    .all()
+                )
         finally:
             engine.dispose()
         return {row["id"]: dict(row) for row in rows}
@@ -272,7 +299,15 @@ class Supervised:
 @pytest.fixture(scope="module")
 def supervised(postgres_and_redis, tmp_path_factory):
     root = tmp_path_factory.mktemp("recomb-up")
-    stack, drop_database = postgres_stack(root)  # its database and key prefix; `recomb up` migrates and starts the processes
+    stack, drop_database = postgres_stack(
+        root
+    )  # its database and key prefix; `recomb up` migrates and starts the processes
+    # The production heartbeat settings: a sweep would re-queue a dead worker's job only after 30 s.
+    stack.env |= {
+        "RECOMB_HEARTBEAT_INTERVAL_S": "5",
+        "RECOMB_HEARTBEAT_TIMEOUT_S": "30",
+        "RECOMB_RECONCILE_INTERVAL_S": "10",
+    }
     up = RecombUp(root, stack.env, workers=1)
     try:
         up.start()
@@ -282,19 +317,30 @@ def supervised(postgres_and_redis, tmp_path_factory):
         drop_database()
 
 
-def test_recomb_up_restarts_a_dead_worker_and_its_job_runs_again(supervised):
+def test_recomb_up_restarts_a_dead_worker_and_its_job_runs_again_at_once(supervised):
     with supervised.client() as client:
         teacher_id = synthetic_parent(client, seed=106)
         job_id = submit(client, "distill", teacher_id=teacher_id, **LONG_DISTILL)
         wait_mid_run(client, job_id)
         (worker_pid,) = supervised.worker_pids()
         os.kill(worker_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
 
-        replacement = wait_until(lambda: [pid for pid in supervised.worker_pids() if pid != worker_pid], 30, "recomb up to restart its worker")
+        rerun = wait_until(
+            lambda: (job := job_record(client, job_id))["attempts"] == 2 and job["status"] == "running" and job,
+            30,
+            "the job to run again",
+            interval_s=0.05,
+        )
+        rerun_after_s = time.monotonic() - killed_at
+        replacement = [pid for pid in supervised.worker_pids() if pid != worker_pid]
         job = wait_terminal(client, job_id)
 
+    assert rerun_after_s < 10.0, rerun_after_s  # the heartbeat sweep alone would take over 30 s
+    assert rerun["stage"] != "re-queued after worker loss"
     assert len(replacement) == 1
-    assert "worker1 exited with code -9; restarting it" in supervised.up.log()
+    log = supervised.up.log()
+    assert "worker1 exited with code -9; restarting it" in log and "re-queued 1 job(s) of the dead worker" in log
     assert job["status"] == "succeeded", job["error"]
     assert job["attempts"] == 2 and len(job["output_checkpoint_ids"]) == 1
 
@@ -310,7 +356,10 @@ def test_sigterm_lets_the_running_job_finish_and_loses_no_queued_job(supervised)
     assert "stopping: workers finish their current job" in supervised.up.log()
     at_shutdown = supervised.job_rows(running_id, queued_id)
     assert at_shutdown[running_id] == {"id": running_id, "status": "succeeded", "attempts": 1}
-    assert at_shutdown[queued_id]["status"] in ("queued", "succeeded")  # its message stays in Redis if it had not started
+    assert at_shutdown[queued_id]["status"] in (
+        "queued",
+        "succeeded",
+    )  # its message stays in Redis if it had not started
 
     supervised.up.start()
     with supervised.client() as client:

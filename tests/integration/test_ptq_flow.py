@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 
 
 def synthetic_parent(stack, seed=0, hidden=64) -> dict:
-    response = stack.client.post("/checkpoints/synthetic", json={"arch": {"input_dim": 8, "hidden_size": hidden, "output_dim": 4}, "seed": seed})
+    response = stack.client.post(
+        "/checkpoints/synthetic", json={"arch": {"input_dim": 8, "hidden_size": hidden, "output_dim": 4}, "seed": seed}
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -30,9 +32,9 @@ def test_walkthrough_ptq_report_lineage_and_download(stack):
     assert job["progress"] == 1.0 and job["attempts"] == 1
 
     report = stack.client.get(f"/reports/{job['report_id']}").json()
-    assert report["passed"] is True and report["schema_version"] == "1.0" and report["kind"] == "ptq"
-    validation = report["body"]["validation"]
-    assert validation["fidelity"]["action_agreement"] >= 0.98
+    assert report["passed"] is True and report["schema_version"] == "2.0" and report["kind"] == "ptq"
+    validation = report["body"]
+    assert validation["held_out"]["action_agreement"] >= 0.98
     assert validation["states"]["count"] == 1000
     assert job["params"]["eval_states"] == {"synthetic": {"n_states": 1000, "seed": 7919}}
     assert validation["size"]["param_compression_ratio"] > 3.2
@@ -59,7 +61,13 @@ def test_uploaded_reference_network_with_uploaded_states(stack):
     np.save(states, np.random.default_rng(3).standard_normal((257, 8)).astype(np.float32))
     states_id = stack.client.post("/states", files={"file": ("states.npy", states.getvalue())}).json()["id"]
     job_id = stack.client.post(
-        "/jobs/ptq", json={"checkpoint_id": student["id"], "mode": "static", "states": {"id": states_id}, "granularity": "per_channel"}
+        "/jobs/ptq",
+        json={
+            "checkpoint_id": student["id"],
+            "mode": "static",
+            "states": {"id": states_id},
+            "granularity": "per_channel",
+        },
     ).json()["id"]
     job = stack.wait_job(job_id)
     assert job["status"] == "succeeded", job["error"]

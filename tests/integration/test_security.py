@@ -29,7 +29,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 API_KEYS = (f"key-{uuid.uuid4().hex}", f"key-{uuid.uuid4().hex}")
 MAX_UPLOAD_BYTES = 256 * 1024
 OPEN_PATHS = {"/healthz", "/readyz"}
-PLACEHOLDER_IDS = {"checkpoint_id": "ckpt_00000000000000000000", "states_id": "st_00000000000000000000", "job_id": "job_00000000000000000000", "report_id": "rep_00000000000000000000"}
+PLACEHOLDER_IDS = {
+    "checkpoint_id": "ckpt_00000000000000000000",
+    "states_id": "st_00000000000000000000",
+    "job_id": "job_00000000000000000000",
+    "report_id": "rep_00000000000000000000",
+}
 
 
 def state_dict_bytes(arch: QNetworkArch = QNetworkArch()) -> bytes:
@@ -99,7 +104,14 @@ def test_every_resource_needs_a_valid_key_and_health_checks_do_not(guarded_stack
     guarded = [(method, path) for method, path in operations if path not in OPEN_PATHS]
     assert len(guarded) >= 20 and {path for _, path in operations} >= OPEN_PATHS
     near_miss = API_KEYS[0][:-1] + ("0" if API_KEYS[0][-1] != "0" else "1")
-    refused_credentials = [{}, bearer(near_miss), bearer(API_KEYS[0] + "x"), {"Authorization": "Bearer"}, {"Authorization": f"Basic {API_KEYS[0]}"}, {"X-API-Key": API_KEYS[0]}]
+    refused_credentials = [
+        {},
+        bearer(near_miss),
+        bearer(API_KEYS[0] + "x"),
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Basic {API_KEYS[0]}"},
+        {"X-API-Key": API_KEYS[0]},
+    ]
     with httpx.Client(base_url=guarded_stack.url, timeout=30.0) as anonymous:
         for method, path in guarded:
             for headers in refused_credentials:
@@ -147,7 +159,10 @@ def test_pickle_that_would_run_code_is_refused_and_never_runs(guarded_stack, art
     marker = guarded_stack.root / f"pickle-ran-{uuid.uuid4().hex}"
     wrapped = io.BytesIO()
     torch.save({"network.0.weight": RunsCodeWhenUnpickled(marker)}, wrapped)
-    payloads = {"raw-pickle.pt": pickle.dumps(RunsCodeWhenUnpickled(marker), protocol=2), "torch-save.pt": wrapped.getvalue()}
+    payloads = {
+        "raw-pickle.pt": pickle.dumps(RunsCodeWhenUnpickled(marker), protocol=2),
+        "torch-save.pt": wrapped.getvalue(),
+    }
     before, files_before = totals(client), files_under(artifact_dir)
 
     for filename, payload in payloads.items():
@@ -171,9 +186,14 @@ def multipart_chunks(filename: str, payload: bytes, boundary: str, chunk_bytes: 
 def test_oversized_truncated_and_corrupt_uploads_store_nothing(guarded_stack, artifact_dir):
     client = guarded_stack.client
     good_network = state_dict_bytes()
-    safetensors_file = client.get(f"/checkpoints/{client.post('/checkpoints/synthetic', json={'seed': 302}).json()['id']}/file").content
+    safetensors_file = client.get(
+        f"/checkpoints/{client.post('/checkpoints/synthetic', json={'seed': 302}).json()['id']}/file"
+    ).content
     before, files_before = totals(client), files_under(artifact_dir)
-    oversized = {"/checkpoints": state_dict_bytes(QNetworkArch(hidden_size=256)), "/states": npy_bytes(np.zeros((MAX_UPLOAD_BYTES // 32, 8), np.float32))}
+    oversized = {
+        "/checkpoints": state_dict_bytes(QNetworkArch(hidden_size=256)),
+        "/states": npy_bytes(np.zeros((MAX_UPLOAD_BYTES // 32, 8), np.float32)),
+    }
 
     for resource, payload in oversized.items():
         assert len(payload) > MAX_UPLOAD_BYTES
@@ -181,7 +201,11 @@ def test_oversized_truncated_and_corrupt_uploads_store_nothing(guarded_stack, ar
         assert declared.status_code == 413, declared.text
         assert declared.json()["detail"] == f"upload larger than RECOMB_MAX_UPLOAD_BYTES ({MAX_UPLOAD_BYTES} bytes)"
         boundary = uuid.uuid4().hex
-        chunked = client.post(resource, content=multipart_chunks("big.bin", payload, boundary), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        chunked = client.post(
+            resource,
+            content=multipart_chunks("big.bin", payload, boundary),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
         assert chunked.status_code == 413, chunked.text
 
     refused = {
@@ -205,7 +229,12 @@ def test_oversized_truncated_and_corrupt_uploads_store_nothing(guarded_stack, ar
 def test_path_tricks_in_names_and_ids_never_touch_files_outside_the_artifact_dir(guarded_stack, artifact_dir):
     client, root = guarded_stack.client, guarded_stack.root  # root holds the data dir, the logs and the processes' cwd
     token = uuid.uuid4().hex
-    path_tricks = [f"../../escape-{token}.pt", f"/tmp/escape-{token}.pt", f"..\\..\\escape-{token}.pt", f"{artifact_dir}/../escape-{token}.pt"]
+    path_tricks = [
+        f"../../escape-{token}.pt",
+        f"/tmp/escape-{token}.pt",
+        f"..\\..\\escape-{token}.pt",
+        f"{artifact_dir}/../escape-{token}.pt",
+    ]
     nul_trick = f"nul-{token}\x00.pt"
     files_before = files_under(root)
 
@@ -216,13 +245,27 @@ def test_path_tricks_in_names_and_ids_never_touch_files_outside_the_artifact_dir
         states = client.post("/states", files={"file": (trick, npy_bytes(np.zeros((4, 8), np.float32)))})
         assert states.status_code == 201 and states.json()["name"] == trick, (trick, states.text)
     boundary = uuid.uuid4().hex
-    for resource, payload in (("/checkpoints", state_dict_bytes()), ("/states", npy_bytes(np.zeros((4, 8), np.float32)))):
+    for resource, payload in (
+        ("/checkpoints", state_dict_bytes()),
+        ("/states", npy_bytes(np.zeros((4, 8), np.float32))),
+    ):
         # httpx escapes a NUL in a file name, so that multipart body is written by hand to carry the raw byte.
-        raw_name = client.post(resource, content=b"".join(multipart_chunks(nul_trick, payload, boundary)), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        raw_name = client.post(
+            resource,
+            content=b"".join(multipart_chunks(nul_trick, payload, boundary)),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
         form_name = client.post(resource, files={"file": ("ok.bin", payload)}, data={"name": nul_trick})
         for response in (raw_name, form_name):
             assert response.status_code == 422 and "NUL" in response.json()["detail"], response.text
-    for path in ("/checkpoints/..%2F..%2Fetc%2Fpasswd", "/checkpoints/%2Fetc%2Fpasswd/file", "/checkpoints/ckpt_%00/file", "/states/..%2F..%2Fescape", "/reports/%2Ftmp", "/jobs/..%2F..%2Fescape"):
+    for path in (
+        "/checkpoints/..%2F..%2Fetc%2Fpasswd",
+        "/checkpoints/%2Fetc%2Fpasswd/file",
+        "/checkpoints/ckpt_%00/file",
+        "/states/..%2F..%2Fescape",
+        "/reports/%2Ftmp",
+        "/jobs/..%2F..%2Fescape",
+    ):
         assert client.get(path).status_code == 404, path
     parent = client.post("/checkpoints/synthetic", json={"seed": 303}).json()["id"]
     for bad_id in (f"../../escape-{token}", "/etc/passwd", "ckpt_\u0000"):
@@ -231,15 +274,25 @@ def test_path_tricks_in_names_and_ids_never_touch_files_outside_the_artifact_dir
         response = client.post("/jobs/ptq", json={"checkpoint_id": parent, "mode": "static", "states": {"id": bad_id}})
         assert response.status_code in (404, 422), response.text
     assert client.get("/checkpoints", params={"created_by_job": "../../x"}).json()["total"] == 0
-    for resource, query in (("/checkpoints", {"created_by_job": "\x00"}), ("/reports", {"job_id": "\x00"}), ("/jobs", {"kind": "\x00"})):
+    for resource, query in (
+        ("/checkpoints", {"created_by_job": "\x00"}),
+        ("/reports", {"job_id": "\x00"}),
+        ("/jobs", {"kind": "\x00"}),
+    ):
         assert client.get(resource, params=query).status_code == 422, query
 
-    stored = {item["sha256"] for resource in ("/checkpoints", "/states") for item in client.get(resource, params={"limit": 500}).json()["items"]}
+    stored = {
+        item["sha256"]
+        for resource in ("/checkpoints", "/states")
+        for item in client.get(resource, params={"limit": 500}).json()["items"]
+    }
     artifacts = files_under(artifact_dir)
     assert {Path(name).name for name in artifacts} == stored
     assert all(name == f"{Path(name).name[:2]}/{Path(name).name}" for name in artifacts)
     artifacts_in_root = str(artifact_dir.relative_to(root))
-    assert {name for name in files_under(root).keys() - files_before.keys() if not name.startswith(artifacts_in_root)} == set()
+    assert {
+        name for name in files_under(root).keys() - files_before.keys() if not name.startswith(artifacts_in_root)
+    } == set()
     assert list(Path("/tmp").glob(f"*{token}*")) == [] and list(root.parent.glob(f"*{token}*")) == []
 
 
@@ -259,7 +312,9 @@ def test_same_idempotency_key_from_concurrent_clients_creates_one_job_and_one_up
             barrier.wait(timeout=30)
             job = own_client.post("/jobs/ptq", json={"checkpoint_id": parent}, headers={"Idempotency-Key": job_key})
             barrier.wait(timeout=30)
-            upload = own_client.post("/checkpoints", files={"file": ("a.pt", network)}, headers={"Idempotency-Key": upload_key})
+            upload = own_client.post(
+                "/checkpoints", files={"file": ("a.pt", network)}, headers={"Idempotency-Key": upload_key}
+            )
         with lock:
             responses["job"].append(job)
             responses["upload"].append(upload)
@@ -277,7 +332,11 @@ def test_same_idempotency_key_from_concurrent_clients_creates_one_job_and_one_up
     job = guarded_stack.wait_job(responses["job"][0].json()["id"])
     assert job["status"] == "succeeded" and job["attempts"] == 1
     # One job, and two checkpoints: the upload and the job's int8 output.
-    assert totals(client) == {"/checkpoints": before["/checkpoints"] + 2, "/states": before["/states"], "/jobs": before["/jobs"] + 1}
+    assert totals(client) == {
+        "/checkpoints": before["/checkpoints"] + 2,
+        "/states": before["/states"],
+        "/jobs": before["/jobs"] + 1,
+    }
 
 
 def test_recomb_up_without_keys_listens_on_loopback_only_and_says_so(guarded_stack, tmp_path):

@@ -23,15 +23,63 @@ pytestmark = [pytest.mark.integration, pytest.mark.parametrize("stack", ["embedd
 
 CHROMIUM = os.environ.get("RECOMB_TEST_CHROMIUM", "/usr/bin/chromium")
 # Flags that work headless as root in a container, and keep Chromium off the network.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # A leaderboard with every kind of row (children, parent baselines, a degenerate trial), as ``core.search.leaderboard`` writes it.
 LEADERBOARD = [
-    {"rank": 1, "trial_id": "t002-aligned-a0.5-short", "primary_metric": 0.86, "child_vs_parent_a_agreement": 0.9, "child_vs_parent_b_agreement": 0.86, "is_parent_baseline": False, "degenerate": False},
-    {"rank": 2, "trial_id": "t000-weighted-a0.5-short", "primary_metric": 0.74, "child_vs_parent_a_agreement": 0.74, "child_vs_parent_b_agreement": 0.81, "is_parent_baseline": False, "degenerate": False},
-    {"rank": 3, "trial_id": "parent_a", "primary_metric": 0.41, "child_vs_parent_a_agreement": 1.0, "child_vs_parent_b_agreement": 0.41, "is_parent_baseline": True, "degenerate": False},
-    {"rank": 4, "trial_id": "parent_b", "primary_metric": 0.41, "child_vs_parent_a_agreement": 0.41, "child_vs_parent_b_agreement": 1.0, "is_parent_baseline": True, "degenerate": False},
-    {"rank": 5, "trial_id": "t001-layer-short", "primary_metric": 0.12, "child_vs_parent_a_agreement": 0.12, "child_vs_parent_b_agreement": 0.95, "is_parent_baseline": False, "degenerate": True},
+    {
+        "rank": 1,
+        "trial_id": "t002-aligned-a0.5-short",
+        "primary_metric": 0.86,
+        "child_vs_parent_a_agreement": 0.9,
+        "child_vs_parent_b_agreement": 0.86,
+        "is_parent_baseline": False,
+        "degenerate": False,
+    },
+    {
+        "rank": 2,
+        "trial_id": "t000-weighted-a0.5-short",
+        "primary_metric": 0.74,
+        "child_vs_parent_a_agreement": 0.74,
+        "child_vs_parent_b_agreement": 0.81,
+        "is_parent_baseline": False,
+        "degenerate": False,
+    },
+    {
+        "rank": 3,
+        "trial_id": "parent_a",
+        "primary_metric": 0.41,
+        "child_vs_parent_a_agreement": 1.0,
+        "child_vs_parent_b_agreement": 0.41,
+        "is_parent_baseline": True,
+        "degenerate": False,
+    },
+    {
+        "rank": 4,
+        "trial_id": "parent_b",
+        "primary_metric": 0.41,
+        "child_vs_parent_a_agreement": 0.41,
+        "child_vs_parent_b_agreement": 1.0,
+        "is_parent_baseline": True,
+        "degenerate": False,
+    },
+    {
+        "rank": 5,
+        "trial_id": "t001-layer-short",
+        "primary_metric": 0.12,
+        "child_vs_parent_a_agreement": 0.12,
+        "child_vs_parent_b_agreement": 0.95,
+        "is_parent_baseline": False,
+        "degenerate": True,
+    },
 ]
 
 
@@ -42,7 +90,11 @@ def browser():
     except ImportError as error:
         problem = f"playwright is not installed: {error}"
     else:
-        problem = None if shutil.which(CHROMIUM) or Path(CHROMIUM).exists() else f"{CHROMIUM} is missing (apt-get install chromium)"
+        problem = (
+            None
+            if shutil.which(CHROMIUM) or Path(CHROMIUM).exists()
+            else f"{CHROMIUM} is missing (apt-get install chromium)"
+        )
     if problem:
         if os.environ.get("CI"):
             pytest.fail(problem)
@@ -70,17 +122,33 @@ def page(browser):
 def finished_jobs(stack) -> dict[str, dict]:
     """A distillation, a crossover of two synthetic parents, its validation, a PTQ job, and a failed job."""
     teacher = parent(stack, 31, hidden=64)
-    distill, _ = run(stack, "distill", teacher_id=teacher, epochs=6, states={"synthetic": {"n_states": 2000, "seed": 5}})
+    distill, _ = run(
+        stack, "distill", teacher_id=teacher, epochs=6, states={"synthetic": {"n_states": 2000, "seed": 5}}
+    )
     parent_a, parent_b = parent(stack, 32), parent(stack, 33)
     crossover, _ = run(stack, "crossover", parent_a_id=parent_a, parent_b_id=parent_b, mode="aligned")
     (child,) = crossover["output_checkpoint_ids"]
-    validation, _ = run(stack, "validate-recombination", child_id=child, parent_a_id=parent_a, parent_b_id=parent_b, include_parent_baseline=True)
+    validation, _ = run(stack, "validate-recombination", child_id=child, parent_a_id=parent_a, parent_b_id=parent_b)
     ptq, _ = run(stack, "ptq", checkpoint_id=parent_a)
     with Session(get_engine(stack.settings), expire_on_commit=False) as session:
-        failed = Job(kind="distill", params={"teacher_id": teacher}, status=JobStatus.failed, stage="distilling: epoch 2/10", error="RuntimeError: loss became NaN at epoch 2", started_at=utcnow(), finished_at=utcnow())
+        failed = Job(
+            kind="distill",
+            params={"teacher_id": teacher},
+            status=JobStatus.failed,
+            stage="distilling: epoch 2/10",
+            error="RuntimeError: loss became NaN at epoch 2",
+            started_at=utcnow(),
+            finished_at=utcnow(),
+        )
         session.add(failed)
         session.commit()
-    return {"distill": distill, "crossover": crossover, "validation": validation, "ptq": ptq, "failed": {"id": failed.id}}
+    return {
+        "distill": distill,
+        "crossover": crossover,
+        "validation": validation,
+        "ptq": ptq,
+        "failed": {"id": failed.id},
+    }
 
 
 def open_page(page, stack, fragment: str, ready: str) -> None:
@@ -96,7 +164,10 @@ def test_job_list_shows_every_job_with_its_status(page, stack, finished_jobs):
     open_page(page, stack, "", ".job-row")
     total = stack.client.get("/jobs").json()["total"]
     assert page.locator(".job-row").count() == min(total, 100)
-    assert page.locator(f'.job-row[data-id="{finished_jobs["distill"]["id"]}"]').get_attribute("data-status") == "succeeded"
+    assert (
+        page.locator(f'.job-row[data-id="{finished_jobs["distill"]["id"]}"]').get_attribute("data-status")
+        == "succeeded"
+    )
     assert page.locator(f'.job-row[data-id="{finished_jobs["failed"]["id"]}"] .status-failed').count() == 1
     screenshot(page, "ui-jobs")
 
@@ -111,14 +182,19 @@ def test_distill_job_page_plots_its_curves_and_lineage(page, stack, finished_job
     assert charts.nth(1).locator(".chart-point").count() == 2 * 6
     assert page.locator(".lineage-node").count() == 2 and page.locator(".lineage-edge").count() == 1
     assert page.locator(".lineage-edge .lineage-role").text_content() == "teacher"
+    # Nodes show the layout: the student halves the teacher's widths.
+    assert sorted(" ".join(meta.split(" · ")[1:2]) for meta in page.locator(".lineage-meta").all_text_contents()) == [
+        "8-32-32-4 layernorm relu",
+        "8-64-64-4 layernorm relu",
+    ]
     screenshot(page, "ui-distill")
 
 
 def test_recombination_pages_plot_agreement_and_the_lineage_graph(page, stack, finished_jobs):
     open_page(page, stack, f"#/jobs/{finished_jobs['validation']['id']}", ".lineage-graph")
     agreement = page.locator("svg.hbar-chart")
-    assert agreement.locator(".chart-bar").count() == 5  # A, B, primary, oracle, parent A vs B
-    assert page.locator("table.checks tbody tr").count() == 8
+    assert agreement.locator(".chart-bar").count() == 6  # A, B, primary, oracle, parent A vs B, the bound
+    assert page.locator("table.checks tbody tr").count() == 10  # 8 reference checks, bound fraction, oracle
     screenshot(page, "ui-recombination")
 
     (child,) = finished_jobs["crossover"]["output_checkpoint_ids"]
@@ -127,6 +203,10 @@ def test_recombination_pages_plot_agreement_and_the_lineage_graph(page, stack, f
     assert page.locator(".lineage-node").count() == len(lineage["nodes"]) == 3
     assert sorted(page.locator(".lineage-role").all_text_contents()) == ["parent_a", "parent_b"]
     assert page.locator(f'.lineage-root[data-id="{child}"]').count() == 1
+    assert "8-32-32-4 layernorm relu, dropout 0.1" in page.locator(".facts").text_content()
+    with page.expect_download() as exported:
+        page.locator("button.export-onnx").click()
+    assert exported.value.suggested_filename == f"{child}.onnx"
     screenshot(page, "ui-lineage")
 
 
@@ -148,12 +228,16 @@ def test_a_failed_job_shows_its_error(page, stack, finished_jobs):
 
 def test_search_job_page_charts_its_leaderboard_and_lists_its_trials(page, stack):
     parent_a, parent_b = parent(stack, 34), parent(stack, 35)
-    job, report = run(stack, "search", parent_a_id=parent_a, parent_b_id=parent_b, preset="minimal", n_states=300, seed=3)
+    job, report = run(
+        stack, "search", parent_a_id=parent_a, parent_b_id=parent_b, preset="minimal", n_states=300, seed=3
+    )
     open_page(page, stack, f"#/jobs/{job['id']}", "#job-outputs .job-row")  # the trials table comes after the report
     leaderboard = report["body"]["leaderboard"]
     chart = page.locator("svg.leaderboard-chart")
     assert chart.locator(".leaderboard-bar").count() == len(leaderboard)
-    assert chart.locator(".leaderboard-bar-baseline").count() == sum(row["is_parent_baseline"] for row in leaderboard) == 2
+    assert (
+        chart.locator(".leaderboard-bar-baseline").count() == sum(row["is_parent_baseline"] for row in leaderboard) == 2
+    )
     assert chart.locator(".leaderboard-row").first.get_attribute("data-trial") == leaderboard[0]["trial_id"]
     assert page.locator("#job-outputs .job-row").count() == len(job["children"]) > 0
     screenshot(page, "ui-search")
@@ -167,13 +251,16 @@ def test_leaderboard_sets_baselines_and_degenerate_trials_apart(page, stack):
             const box = document.createElement("div");
             box.id = "fixture-report";
             document.getElementById("app").replaceChildren(box);
-            window.recomb.renderReport(box, {id: "rep_fixture", job_id: "job_fixture", kind: "search", passed: true, body: {kind: "search", passed: true, leaderboard}});
+            window.recomb.renderReport(box, {id: "rep_fixture", job_id: "job_fixture", kind: "search", passed: true, body: {kind: "search", passed: true, leaderboard, figures: []}});
         }""",
         LEADERBOARD,
     )
     chart = page.locator("svg.leaderboard-chart")
     assert chart.locator(".leaderboard-bar").count() == 5
-    assert chart.locator(".leaderboard-bar-baseline").count() == 2 and chart.locator(".leaderboard-bar-degenerate").count() == 1
+    assert (
+        chart.locator(".leaderboard-bar-baseline").count() == 2
+        and chart.locator(".leaderboard-bar-degenerate").count() == 1
+    )
     assert chart.locator(".leaderboard-marker").count() == 10
     assert chart.locator(".leaderboard-row").first.get_attribute("data-trial") == "t002-aligned-a0.5-short"
     screenshot(page, "ui-leaderboard")
@@ -184,7 +271,13 @@ def keyed_api(stack):
     """A second API process on the same database, with API keys required."""
     port = free_port()
     env = stack.env | {"RECOMB_API_KEYS": "ui-test-key"}
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "api", "--port", str(port)], env=env, cwd=stack.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "api", "--port", str(port)],
+        env=env,
+        cwd=stack.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

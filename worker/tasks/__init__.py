@@ -1,18 +1,20 @@
-"""One thin task per job kind, each in its own module with a ``handle(context)``.
+"""One thin task per job kind, each in its own module with a handler registered by ``@handles(kind)``.
 
 Registering by name (``recomb.<kind>``) lets the API publish without
-importing any of this.
+importing any of this. Importing this package refuses to start a worker
+if a kind of ``app.jobs.JOB_KINDS`` has no handler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from app.core.queue import get_celery, task_name
-from worker.runner import JobContext, run_job
-from worker.tasks import (
+from app.jobs import JOB_KINDS
+from worker.runner import Handler, registered_handlers, run_job
+from worker.tasks import (  # noqa: F401  (importing a task module registers its handler)
     crossover,
     distill,
+    evolve,
+    evolve_child,
     finetune,
     pipeline,
     ptq,
@@ -25,23 +27,13 @@ from worker.tasks import (
     validate_recombination,
 )
 
-HANDLERS: dict[str, Callable[[JobContext], None]] = {
-    "distill": distill.handle,
-    "validate-distillation": validate_distillation.handle,
-    "ptq": ptq.handle,
-    "qat": qat.handle,
-    "quantize": quantize.handle,
-    "validate-quantized": validate_quantized.handle,
-    "crossover": crossover.handle,
-    "finetune": finetune.handle,
-    "validate-recombination": validate_recombination.handle,
-    "pipeline": pipeline.handle,
-    "search": search.handle,
-    "search-trial": search_trial.handle,
-}
+HANDLERS = registered_handlers()
+_unhandled = sorted(set(JOB_KINDS) - set(HANDLERS))
+if _unhandled:
+    raise RuntimeError(f"job kinds without a handler: {', '.join(_unhandled)}; register one with @handles(kind)")
 
 
-def _register(kind: str, handler: Callable[[JobContext], None]) -> None:
+def _register(kind: str, handler: Handler) -> None:
     @get_celery().task(name=task_name(kind))
     def task(job_id: str) -> None:
         run_job(job_id, handler)

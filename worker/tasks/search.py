@@ -12,6 +12,7 @@ import dataclasses
 import torch
 
 from app.models import JobStatus
+from app.reports import SearchTrialReport
 from core.search import (
     TrialResult,
     halving_plan,
@@ -24,12 +25,13 @@ from core.search import (
     trial_result_from_dict,
     trials,
 )
-from worker.runner import JobContext
+from worker.runner import JobContext, handles
 
 # A running search refreshes its partial leaderboard at most this often; it always wakes when a rung ends.
 LEADERBOARD_INTERVAL_S = 1.0
 
 
+@handles("search")
 def handle(context: JobContext) -> None:
     params = context.params
     config = params.config()
@@ -37,14 +39,15 @@ def handle(context: JobContext) -> None:
     plan = halving_plan(config, specs)
     parent_a, parent_b = context.checkpoint(params.parent_a_id), context.checkpoint(params.parent_b_id)
     given = context.states(params.states, parent_a.arch.input_dim) if params.states is not None else None
-    _, eval_states = search_states(config, parent_a.arch.input_dim, params.n_states, given)
-    baselines = parent_baselines(parent_a, parent_b, eval_states) if config.include_parent_baseline else []
+    states = search_states(config, parent_a.arch.input_dim, params.n_states, given)
+    baselines = parent_baselines(parent_a, parent_b, states) if config.include_parent_baseline else []
     children = context.children()
     latest: dict[int, TrialResult] = {}
     checkpoints: dict[int, str] = {}
     failed: dict[str, str] = {}
     survivors = [spec.index for spec in specs]
     for rung in plan:
+        context.interrupt()
         to_run, rung_results = rung_work(rung, survivors, specs, latest)
         latest.update({result.index: result for result in rung_results})
         waiting, new_trials = False, []
@@ -53,29 +56,52 @@ def handle(context: JobContext) -> None:
             key = f"rung{rung.index}/{spec.trial_id}"
             child = children.get(key)
             if child is None:
-                trial = {"parent_a_id": params.parent_a_id, "parent_b_id": params.parent_b_id, "search": dataclasses.asdict(config)}
+                trial = {
+                    "parent_a_id": params.parent_a_id,
+                    "parent_b_id": params.parent_b_id,
+                    "search": dataclasses.asdict(config),
+                }
                 trial |= {"trial_index": index, "epochs": epochs, "rung": rung.index, "n_states": params.n_states}
-                new_trials.append((key, "search-trial", trial | ({"states": params.states.model_dump(exclude_none=True)} if params.states else {})))
+                new_trials.append(
+                    (
+                        key,
+                        "search-trial",
+                        trial | ({"states": params.states.model_dump(exclude_none=True)} if params.states else {}),
+                    )
+                )
                 waiting = True
             elif not child.finished:
                 waiting = True
             elif child.status != JobStatus.succeeded:
                 failed[key] = f"{child.status.value}: {child.error}"
             else:
-                latest[index] = trial_result_from_dict(child.report["trial"], spec)
-                checkpoints[index] = child.report["child_id"]
+                trial_report = SearchTrialReport.model_validate(child.result)
+                latest[index] = trial_result_from_dict(trial_report.trial, spec)
+                checkpoints[index] = trial_report.child_id
                 rung_results.append(latest[index])
         context.spawn(new_trials)
         if waiting:
             done = sum(child.finished for child in children.values())
-            rows = ranked_rows([latest[index] for index in sorted(latest)], baselines, checkpoints, config.degenerate_threshold)
+            rows = ranked_rows(
+                [latest[index] for index in sorted(latest)], baselines, checkpoints, config.degenerate_threshold
+            )
             context.set_summary({"rung": rung.index, "trials_done": done, "leaderboard": rows})
-            context.progress(min(0.99, done / sum(r.n_trials for r in plan)), f"rung {rung.index + 1}/{len(plan)}: {done} trial jobs done")
+            context.progress(
+                min(0.99, done / sum(r.n_trials for r in plan)),
+                f"rung {rung.index + 1}/{len(plan)}: {done} trial jobs done",
+            )
             context.wait_for_children(children, wake_interval_s=LEADERBOARD_INTERVAL_S)
         if not rung_results:
             raise RuntimeError(f"every trial of rung {rung.index} failed: {failed}")
         if not rung.final:
             survivors = promote(rung_results, config.eta)
     results = [latest[index] for index in sorted(latest)]
-    epochs = sum(child.report["trial"]["finetune"]["epochs_run"] for child in children.values() if child.report and "trial" in child.report)
-    context.set_report(search_report(config, specs, plan, results, baselines, checkpoints, failed, len(children), epochs, torch.__version__))
+    epochs = sum(
+        SearchTrialReport.model_validate(child.result).trial["finetune"]["epochs_run"]
+        for child in children.values()
+        if child.report
+    )
+    report = search_report(
+        config, specs, plan, results, baselines, checkpoints, failed, len(children), epochs, torch.__version__
+    )
+    context.set_report(report | {"states": states.describe()})

@@ -1,7 +1,8 @@
-"""Checkpoints: upload, synthesise, list, read, download, lineage."""
+"""Checkpoints: upload, synthesise, list, read, download, export, lineage."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Annotated
 
@@ -10,13 +11,24 @@ from pydantic import ValidationError
 from sqlmodel import select
 
 from app import crud
-from app.api.deps import AuthDep, IdempotencyKey, PageDep, SessionDep, StoreDep
+from app.api.deps import AuthDep, IdempotencyDep, PageDep, SessionDep, SettingsDep, StoreDep
 from app.api.errors import get_or_404, unprocessable
-from app.api.uploads import UPLOAD_ERROR_RESPONSES, read_limited
+from app.api.uploads import UPLOAD_ERROR_RESPONSES, file_name, read_file
+from app.core.config import Settings
+from app.idempotency import commit_once, replay
 from app.models import Checkpoint
-from app.schemas import ArchSchema, CheckpointPublic, ErrorDetail, LineageEdgePublic, LineagePublic, Page, SyntheticCheckpointCreate
-from core import artifacts
-from core.networks import QNetworkArch, init_network
+from app.schemas import (
+    ArchSchema,
+    CheckpointPublic,
+    ErrorDetail,
+    LineageEdgePublic,
+    LineagePublic,
+    Page,
+    SyntheticCheckpointCreate,
+)
+from core import checkpoint_file, export
+from core.arch import QNetworkArch, check_param_cap
+from core.imports import CheckpointError, UnsupportedFileError, UploadTooLargeError
 
 router = APIRouter(prefix="/checkpoints", tags=["checkpoints"], dependencies=[AuthDep])
 
@@ -25,59 +37,100 @@ def get_checkpoint_row(session: SessionDep, checkpoint_id: str) -> Checkpoint:
     return get_or_404(session, Checkpoint, checkpoint_id, "checkpoint")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=CheckpointPublic, responses=UPLOAD_ERROR_RESPONSES | {415: {"model": ErrorDetail, "description": "neither safetensors nor a .pt file"}})
-async def upload_checkpoint(
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CheckpointPublic,
+    responses=UPLOAD_ERROR_RESPONSES
+    | {415: {"model": ErrorDetail, "description": "neither safetensors, a .pt file nor a Stable-Baselines3 zip"}},
+)
+def upload_checkpoint(
     session: SessionDep,
     store: StoreDep,
-    file: Annotated[UploadFile, File(description="safetensors, or a .pt state dict (torch.save(model.state_dict()))")],
+    settings: SettingsDep,
+    idempotency: IdempotencyDep,
+    file: Annotated[
+        UploadFile,
+        File(
+            description="safetensors, a .pt state dict (torch.save(model.state_dict())) or a Stable-Baselines3 DQN .zip"
+        ),
+    ],
     name: Annotated[str | None, Form(max_length=200)] = None,
-    idempotency_key: IdempotencyKey = None,
-    arch: Annotated[str | None, Form(description='optional JSON, e.g. {"input_dim": 8, "hidden_size": 64, "output_dim": 4}; checked against the tensors')] = None,
+    arch: Annotated[
+        str | None,
+        Form(
+            description='optional JSON, e.g. {"hidden_sizes": [64, 64], "norm": "none", "activation": "tanh"}; '
+            "shapes are checked against the tensors, activation and dropout are taken from it"
+        ),
+    ] = None,
 ) -> Checkpoint:
-    """Upload a network. Its architecture is inferred from the tensor shapes; a pickled module is refused."""
-    if existing := crud.find_idempotent(session, Checkpoint, idempotency_key):
+    """Upload a network. Its architecture is inferred from the tensors; a pickled module is refused; ``source_format``
+    records the layout.
+    """
+    data = read_file(file)
+    request = idempotency.of({"file_sha256": hashlib.sha256(data).hexdigest(), "name": name, "arch": arch})
+    if existing := replay(session, request, Checkpoint):
         return existing
-    data = await read_limited(file)
-    declared = _parse_arch(arch) if arch else None
+    session.rollback()  # parse outside any transaction: on SQLite an open one holds the write lock
+    declared = _parse_arch(arch, settings) if arch else None
     try:
-        checkpoint = artifacts.read_upload(data)
-    except artifacts.UnsupportedFileError as error:
+        checkpoint = checkpoint_file.read_upload(data, declared, max_unpacked_bytes=settings.max_upload_bytes)
+    except UnsupportedFileError as error:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(error)) from error
-    except artifacts.CheckpointError as error:
+    except UploadTooLargeError as error:
+        raise unprocessable(f"{error}; RECOMB_MAX_UPLOAD_BYTES raises it") from error
+    except CheckpointError as error:
         raise unprocessable(str(error)) from error
-    if declared is not None:
-        if not declared.same_shapes(checkpoint.arch):
-            raise unprocessable(f"declared arch {declared.describe()} does not match the tensors ({checkpoint.arch.describe()})")
-        checkpoint = artifacts.Checkpoint(declared, checkpoint.tensors, checkpoint.format, checkpoint.quantization, checkpoint.metadata)
-    row = crud.create_checkpoint(session, store, checkpoint, name=name or file.filename and file.filename[:200], idempotency_key=idempotency_key)
-    return crud.commit_idempotent(session, row, Checkpoint, idempotency_key)[0]
+    enforce_param_cap(checkpoint.arch, settings)
+    row = crud.create_checkpoint(session, store, checkpoint, name=file_name(name, file))
+    return commit_once(session, request, row, Checkpoint)[0]
 
 
-def _parse_arch(text: str) -> QNetworkArch:
+def _parse_arch(text: str, settings: Settings) -> QNetworkArch:
     try:
-        return QNetworkArch(**ArchSchema.model_validate(json.loads(text)).model_dump())
+        declared = ArchSchema.model_validate(json.loads(text)).to_arch()
     except (ValueError, ValidationError) as error:
         raise unprocessable(f"arch: {error}") from error
+    enforce_param_cap(declared, settings)
+    return declared
+
+
+def enforce_param_cap(arch: QNetworkArch, settings: Settings) -> None:
+    """422 for a network over ``RECOMB_MAX_PARAMS`` parameters."""
+    try:
+        check_param_cap(arch, settings.max_params)
+    except ValueError as error:
+        raise unprocessable(f"{error} (RECOMB_MAX_PARAMS)") from error
 
 
 @router.post("/synthetic", status_code=status.HTTP_201_CREATED, response_model=CheckpointPublic)
-def create_synthetic(body: SyntheticCheckpointCreate, session: SessionDep, store: StoreDep, idempotency_key: IdempotencyKey = None) -> Checkpoint:
-    """A freshly initialised parent, bit-identical for equal ``{arch, seed}``."""
-    if existing := crud.find_idempotent(session, Checkpoint, idempotency_key):
+def create_synthetic_checkpoint(
+    body: SyntheticCheckpointCreate,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    idempotency: IdempotencyDep,
+) -> Checkpoint:
+    """A freshly initialised parent of any architecture of the family, bit-identical for equal ``{arch, seed}``."""
+    request = idempotency.of(body.model_dump(mode="json"))
+    if existing := replay(session, request, Checkpoint):
         return existing
-    arch = QNetworkArch(**body.arch.model_dump())
-    network = init_network(arch, body.seed)
-    checkpoint = artifacts.float_checkpoint(network.state_dict(), arch, metadata={"origin": "synthetic", "seed": body.seed})
-    row = crud.create_checkpoint(session, store, checkpoint, name=body.name or f"synthetic-{arch.describe()}-seed{body.seed}", idempotency_key=idempotency_key)
-    return crud.commit_idempotent(session, row, Checkpoint, idempotency_key)[0]
+    arch = body.arch.to_arch()
+    enforce_param_cap(arch, settings)
+    checkpoint = checkpoint_file.float_file(
+        checkpoint_file.init_arrays(arch, body.seed), arch, metadata={"origin": "synthetic", "seed": body.seed}
+    )
+    name = body.name or f"synthetic-{arch.describe().replace(' ', '-')}-seed{body.seed}"
+    row = crud.create_checkpoint(session, store, checkpoint, name=name)
+    return commit_once(session, request, row, Checkpoint)[0]
 
 
 @router.get("", response_model=Page[CheckpointPublic])
 def list_checkpoints(
     session: SessionDep,
+    page: PageDep,
     format: Annotated[str | None, Query(pattern="^(float32|int8)$")] = None,
     created_by_job: Annotated[str | None, Query(max_length=40)] = None,
-    page: PageDep = None,
 ) -> dict:
     query = select(Checkpoint)
     if format:
@@ -88,11 +141,13 @@ def list_checkpoints(
 
 
 @router.get("/{checkpoint_id}", response_model=CheckpointPublic)
-def read_checkpoint(checkpoint_id: str, session: SessionDep) -> Checkpoint:
+def get_checkpoint(checkpoint_id: str, session: SessionDep) -> Checkpoint:
     return get_checkpoint_row(session, checkpoint_id)
 
 
-@router.get("/{checkpoint_id}/file", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
+@router.get(
+    "/{checkpoint_id}/file", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}}
+)
 def download_checkpoint(checkpoint_id: str, session: SessionDep, store: StoreDep) -> Response:
     """The safetensors artifact (``safetensors.torch.load_file`` reads it)."""
     row = get_checkpoint_row(session, checkpoint_id)
@@ -103,13 +158,45 @@ def download_checkpoint(checkpoint_id: str, session: SessionDep, store: StoreDep
     )
 
 
+@router.get(
+    "/{checkpoint_id}/export",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        422: {"model": ErrorDetail, "description": "unknown format"},
+    },
+)
+def export_checkpoint(
+    checkpoint_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    format: Annotated[
+        export.ExportFormat,
+        Query(
+            description="onnx (float, or int8 weights kept int8), pt (weights-only state dict in the source layout) or "
+            "safetensors"
+        ),
+    ],
+) -> Response:
+    """A deployable copy of the network: ONNX that onnxruntime runs, or a state dict the original library loads."""
+    row = get_checkpoint_row(session, checkpoint_id)
+    checkpoint = crud.read_checkpoint_file(session, store, row)
+    data, media_type, suffix = export.export(checkpoint, format)
+    return Response(
+        data, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{row.id}.{suffix}"'}
+    )
+
+
 @router.get("/{checkpoint_id}/lineage", response_model=LineagePublic)
-def read_lineage(checkpoint_id: str, session: SessionDep) -> dict:
+def get_lineage(checkpoint_id: str, session: SessionDep) -> dict:
     """The checkpoint's ancestor graph: every node and the edges between them."""
     get_checkpoint_row(session, checkpoint_id)
     nodes, edges = crud.lineage(session, checkpoint_id)
     return {
         "root": checkpoint_id,
         "nodes": nodes,
-        "edges": [LineageEdgePublic(parent=edge.parent_id, child=edge.child_id, role=edge.role, job_id=edge.job_id) for edge in edges],
+        "edges": [
+            LineageEdgePublic(parent=edge.parent_id, child=edge.child_id, role=edge.role, job_id=edge.job_id)
+            for edge in edges
+        ],
     }

@@ -17,7 +17,10 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[AuthDep])
 @router.get(
     "/{job_id}/events",
     response_class=EventSourceResponse,
-    responses={401: {"description": "missing or invalid API key (only when RECOMB_API_KEYS is set)"}, 404: {"description": "no such job"}},
+    responses={
+        401: {"description": "missing or invalid API key (only when RECOMB_API_KEYS is set)"},
+        404: {"description": "no such job"},
+    },
 )
 async def stream_job_events(job_id: ExistingJobId, settings: SettingsDep) -> AsyncIterator[ServerSentEvent]:
     """A ``job`` event (status, progress, stage, error, report_id, children counts) each time one changes.

@@ -13,7 +13,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def healthz() -> Health:
+async def healthz() -> Health:
+    """Answered on the event loop, needing no thread, connection or lock: busy workers and pools never delay it."""
     return Health(status="ok")
 
 

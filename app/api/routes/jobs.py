@@ -7,63 +7,123 @@ runs model code in the request.
 # No ``from __future__ import annotations`` here: FastAPI must see the real
 # params class of each generated route.
 import logging
-from typing import Annotated, Any
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Body, HTTPException, Query, status
-from sqlmodel import Session, select
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+from sqlmodel import Session, col, select
 
-from app import crud
-from app.api.deps import AuthDep, CeleryDep, IdempotencyKey, PageDep, SessionDep
+from app import admission, crud, job_status
+from app.api.deps import AuthDep, CallerDep, CeleryDep, IdempotencyDep, PageDep, SessionDep, SettingsDep
 from app.api.errors import get_or_404, unprocessable
+from app.core.config import Settings
 from app.core.queue import publish
-from app.jobs import JOB_PARAMS, JobParams, StatesSpec, SyntheticStatesSpec
+from app.idempotency import commit_once, replay
+from app.jobs import JOB_KINDS, PUBLIC_KINDS, JobInputs, JobKind, JobParams, StatesSpec, SyntheticStatesSpec
 from app.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, StateBuffer, utcnow
-from app.schemas import JobPublic, Page
-from core.networks import QNetworkArch
+from app.schemas import ErrorDetail, JobPublic, Page
+from core.arch import QNetworkArch, check_param_cap
 from core.states import DEFAULT_EVAL_STATES, derive_seed
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[AuthDep])
 log = logging.getLogger("recomb.api")
 
 
-def check_references(session: Session, params: JobParams) -> None:
-    """Resolve and check every id a job names, before it is queued.
+def resolve_defaults(session: Session, params: JobParams) -> JobParams:
+    """The params with the ids and states left out filled in: a teacher from the lineage, held-out states.
 
-    404 for an unknown checkpoint or state buffer; 422 for a checkpoint of the
-    wrong format, networks whose shapes must match but do not, or states whose
-    width fits none of the networks.
+    422 when the lineage has no such parent.
     """
+    resolved: dict[str, Any] = {}
     for field, (source_field, role) in params.lineage_defaults.items():
         if getattr(params, field) is None:
             parent = crud.lineage_parent(session, getattr(params, source_field), role)
             if parent is None:
-                raise unprocessable(f"{field} is required: {getattr(params, source_field)} has no {role} in its lineage")
-            setattr(params, field, parent)
+                raise unprocessable(
+                    f"{field} is required: {getattr(params, source_field)} has no {role} in its lineage"
+                )
+            resolved[field] = parent
+    for states_field, checkpoint_field in params.held_out_from.items():
+        if getattr(params, states_field) is None:
+            resolved[states_field] = held_out_states(session, getattr(params, checkpoint_field))
+    return params.with_resolved(**resolved) if resolved else params
+
+
+def check_references(session: Session, params: JobParams, settings: Settings) -> JobInputs:
+    """Check every id a job names, before it is queued; returns what its work estimate needs.
+
+    404 for an unknown checkpoint or state buffer; 422 for a checkpoint of the
+    wrong format, networks whose architectures must match but do not (naming
+    both), a network the job would create over ``RECOMB_MAX_PARAMS``
+    parameters, states whose width fits none of the networks, or states
+    larger than ``RECOMB_MAX_STATE_VALUES``.
+    """
+    named = [(field, getattr(params, field), required) for field, required in params.checkpoint_refs.items()]
+    for field, required_format in params.checkpoint_list_refs.items():
+        named += [(f"{field}[{index}]", ref, required_format) for index, ref in enumerate(getattr(params, field) or [])]
     rows: dict[str, Checkpoint] = {}
-    for field, required_format in params.checkpoint_refs.items():
-        checkpoint_id = getattr(params, field)
+    for field, checkpoint_id, required_format in named:
         if checkpoint_id is None:
             continue
         row = get_or_404(session, Checkpoint, checkpoint_id, "checkpoint")
         if required_format and row.format != required_format:
             raise unprocessable(f"{field} must name a {required_format} checkpoint; {checkpoint_id} is {row.format}")
         rows[field] = row
-    shaped = [(field, QNetworkArch(**rows[field].arch)) for field in params.same_shapes if field in rows]
+    archs = {field: QNetworkArch.from_dict(row.arch) for field, row in rows.items()}
+    same_shapes = list(params.same_shapes)
+    if params.checkpoint_list_refs:  # e.g. an evolution's founders
+        first_list = next(iter(params.checkpoint_list_refs))
+        same_shapes += [field for field in archs if field.startswith(f"{first_list}[")]
+    shaped = [(field, archs[field]) for field in same_shapes if field in archs]
     for field, arch in shaped[1:]:
         first_field, first_arch = shaped[0]
-        if not arch.same_shapes(first_arch):
-            raise unprocessable(f"architectures differ: {first_field} is {first_arch.describe()} but {field} is {arch.describe()}; " + shape_difference(first_arch, arch))
-    for states_field, checkpoint_field in params.held_out_from.items():
-        if getattr(params, states_field) is None:
-            setattr(params, states_field, held_out_states(session, getattr(params, checkpoint_field)))
+        if not arch.same_function_family(first_arch):
+            raise unprocessable(
+                f"architectures differ: {first_field} is {first_arch.describe()} but {field} is {arch.describe()} "
+                f"({first_arch.difference(arch)})"
+            )
+    try:
+        created = params.new_archs(archs)
+        for arch in created:
+            check_param_cap(arch, settings.max_params)
+    except ValueError as error:
+        raise unprocessable(str(error)) from error
+    input_dim = next(iter([*archs.values(), *created])).input_dim
+    buffers: dict[str, StateBuffer] = {}
     for states_field in params.states_fields:
         states = getattr(params, states_field)
-        if states is None or states.id is None:
+        if states is None:
             continue
-        buffer = get_or_404(session, StateBuffer, states.id, "state buffer")
+        if states.id is None:
+            admission.check_state_values(states_field, states.synthetic.n_states, input_dim, settings)
+            continue
+        buffer = buffers[states.id] = get_or_404(session, StateBuffer, states.id, "state buffer")
         for field, row in rows.items():
             if buffer.dim != row.arch["input_dim"]:
-                raise unprocessable(f"{states_field} {states.id} have width {buffer.dim} but {field} expects input_dim {row.arch['input_dim']}")
+                raise unprocessable(
+                    f"{states_field} {states.id} have width {buffer.dim} but {field} expects input_dim "
+                    f"{row.arch['input_dim']}"
+                )
+            if buffer.actions_max is not None and buffer.actions_max >= row.arch["output_dim"]:
+                raise unprocessable(
+                    f"{states_field} {states.id} record action {buffer.actions_max} but {field} has "
+                    f"{row.arch['output_dim']} actions"
+                )
+    if (
+        n_states := getattr(params, "n_states", None)
+    ) is not None:  # a search draws fine-tune and evaluation states of this size
+        admission.check_state_values("n_states", n_states, input_dim, settings)
+
+    def rows_of(spec: StatesSpec) -> int:
+        if spec.synthetic is not None:
+            return spec.synthetic.n_states
+        buffer_id = cast(str, spec.id)  # a spec names a buffer when it is not synthetic
+        if buffer_id not in buffers:  # named by a stage override of a pipeline
+            buffers[buffer_id] = get_or_404(session, StateBuffer, buffer_id, "state buffer")
+        return buffers[buffer_id].n
+
+    return JobInputs(archs, rows_of)
 
 
 def held_out_states(session: Session, checkpoint_id: str) -> StatesSpec:
@@ -74,77 +134,148 @@ def held_out_states(session: Session, checkpoint_id: str) -> StatesSpec:
     return StatesSpec(synthetic=SyntheticStatesSpec(n_states=DEFAULT_EVAL_STATES.n_states, seed=seed))
 
 
-def shape_difference(first: QNetworkArch, second: QNetworkArch) -> str:
-    """The mismatched tensors, e.g. ``network.0.weight [64, 8] vs [32, 8]``."""
-    first_shapes, second_shapes = first.param_shapes(), second.param_shapes()
-    return ", ".join(
-        f"{key} {list(shape)} vs {list(second_shapes[key])}" for key, shape in first_shapes.items() if shape != second_shapes[key]
-    )
-
-
 def job_views(session: Session, jobs: list[Job]) -> list[JobPublic]:
-    """Public views with report id, outputs and children, in three queries for the whole page."""
-    ids = [job.id for job in jobs]
-    reports = dict(session.exec(select(Report.job_id, Report.id).where(Report.job_id.in_(ids))).all()) if ids else {}
+    """Public views with report id, outputs and children, in at most three queries for the whole page.
+
+    Only a succeeded job has a report and outputs, and only a composite job
+    children (and outputs before it succeeds), so a page of unfinished simple
+    jobs, what a polling client reads, costs no query beyond its own.
+    """
+    succeeded = [job.id for job in jobs if job.status == JobStatus.succeeded]
+    composite = [job.id for job in jobs if JOB_KINDS[job.kind].composite]
+    with_outputs = list({*succeeded, *composite})
+    reports = (
+        dict(session.exec(select(Report.job_id, Report.id).where(col(Report.job_id).in_(succeeded))).all())
+        if succeeded
+        else {}
+    )
     outputs: dict[str, list[str]] = {}
-    for job_id, checkpoint_id in session.exec(
-        select(Checkpoint.created_by_job, Checkpoint.id).where(Checkpoint.created_by_job.in_(ids)).order_by(Checkpoint.output_index)
-    ).all() if ids else []:
-        outputs.setdefault(job_id, []).append(checkpoint_id)
+    for job_id, checkpoint_id in (
+        session.exec(
+            select(Checkpoint.created_by_job, Checkpoint.id)
+            .where(col(Checkpoint.created_by_job).in_(with_outputs))
+            .order_by(col(Checkpoint.output_index))
+        ).all()
+        if with_outputs
+        else []
+    ):
+        outputs.setdefault(cast(str, job_id), []).append(checkpoint_id)  # one of with_outputs
     children: dict[str, list[str]] = {}
-    for parent_id, child_id in session.exec(select(Job.parent_job_id, Job.id).where(Job.parent_job_id.in_(ids)).order_by(Job.created_at)).all() if ids else []:
-        children.setdefault(parent_id, []).append(child_id)
+    for parent_id, child_id in (
+        session.exec(
+            select(Job.parent_job_id, Job.id).where(col(Job.parent_job_id).in_(composite)).order_by(col(Job.created_at))
+        ).all()
+        if composite
+        else []
+    ):
+        children.setdefault(cast(str, parent_id), []).append(child_id)  # one of composite
     return [
-        JobPublic.model_validate(job).model_copy(update={"report_id": reports.get(job.id), "output_checkpoint_ids": outputs.get(job.id, []), "children": children.get(job.id, [])})
+        JobPublic.model_validate(job).model_copy(
+            update={
+                "report_id": reports.get(job.id),
+                "output_checkpoint_ids": outputs.get(job.id, []),
+                "children": children.get(job.id, []),
+            }
+        )
         for job in jobs
     ]
 
 
-def _create_job(session: Session, kind: str, params: JobParams, idempotency_key: str | None) -> tuple[Job, bool]:
-    """Insert the job row (or find the one this idempotency key created); returns (job, created)."""
-    if existing := crud.find_idempotent(session, Job, idempotency_key):
-        return existing, False
-    check_references(session, params)
-    job = Job(kind=kind, params=params.model_dump(mode="json", exclude_none=True), idempotency_key=idempotency_key, published_at=utcnow())
-    session.add(job)
-    return crud.commit_idempotent(session, job, Job, idempotency_key)
+class ServerTiming:
+    """Milliseconds per phase of a request, sent as a ``Server-Timing`` header so clients and benchmarks see where time
+    went.
+    """
+
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, float]] = []
+        self._since = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases.append((phase, (now - self._since) * 1000.0))
+        self._since = now
+
+    def header(self) -> str:
+        return ", ".join(f"{phase};dur={ms:.2f}" for phase, ms in self.phases)
 
 
-def _route_for(kind: str, params_class: type[JobParams]):
-    def create(params: Annotated[params_class, Body()], session: SessionDep, celery: CeleryDep, idempotency_key: IdempotencyKey = None) -> JobPublic:
-        job, created = _create_job(session, kind, params, idempotency_key)
+def _route_for(job_kind: JobKind) -> Callable[..., JobPublic]:
+    kind = job_kind.name
+
+    def create(
+        params: Annotated[JobParams, Body()],
+        session: SessionDep,
+        celery: CeleryDep,
+        settings: SettingsDep,
+        caller: CallerDep,
+        idempotency: IdempotencyDep,
+        response: Response,
+        http_request: Request,
+    ) -> JobPublic:
+        timing = ServerTiming()
+        # Every field, defaults included: a retry that spells out a default is the same request.
+        request = idempotency.of({"kind": kind, "params": params.model_dump(mode="json")})
+        if existing := replay(session, request, Job):
+            return job_views(session, [existing])[0]
+        queue_counts = http_request.app.state.queue_counts
+        admission.check_queue(
+            session, settings, queue_counts, caller
+        )  # first: the cheapest refusal, and the one a busy service gives most
+        params = resolve_defaults(session, params)
+        inputs = check_references(session, params, settings)
+        admission.check_work(kind, job_kind.estimate_work(params, inputs), settings)
+        timing.mark("admit")
+        job = Job(
+            kind=kind, params=params.model_dump(mode="json", exclude_none=True), owner=caller, published_at=utcnow()
+        )
+        session.add(job)
+        job, created = commit_once(session, request, job, Job)
+        timing.mark("commit")
         if created:
+            queue_counts.admitted(caller)
             try:
                 publish(job.id, kind, celery)
             except Exception:  # the row is committed: the reconciler publishes it once the broker is back
                 log.warning("publishing job %s failed; the reconciler will retry", job.id, exc_info=True)
-        return job_views(session, [job])[0]
+            timing.mark("publish")
+        # A job just created has no report, outputs or children to look up.
+        view = JobPublic.model_validate(job) if created else job_views(session, [job])[0]
+        timing.mark("view")
+        response.headers["Server-Timing"] = timing.header()
+        return view
 
     create.__name__ = f"create_{kind.replace('-', '_')}_job"
-    create.__doc__ = params_class.__doc__
+    create.__doc__ = job_kind.params.__doc__
+    # FastAPI reads the body's model from the annotation: this kind's params, not their base.
+    create.__annotations__["params"] = Annotated[job_kind.params, Body()]
     return create
 
 
-for _kind, _params_class in JOB_PARAMS.items():
-    if _params_class.internal:
-        continue
+for _kind in PUBLIC_KINDS:
     router.add_api_route(
         f"/{_kind}",
-        _route_for(_kind, _params_class),
+        _route_for(JOB_KINDS[_kind]),
         methods=["POST"],
         status_code=status.HTTP_202_ACCEPTED,
         response_model=JobPublic,
-        summary=f"Queue a {_kind} job",
+        summary=f"Queue {_kind}: {JOB_KINDS[_kind].description}",
+        responses={
+            429: {
+                "model": ErrorDetail,
+                "description": "the queue is past RECOMB_MAX_QUEUED_JOBS and this caller holds its fair share; retry "
+                "after Retry-After seconds",
+            }
+        },
     )
 
 
 @router.get("", response_model=Page[JobPublic])
 def list_jobs(
     session: SessionDep,
+    page: PageDep,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     parent_job_id: Annotated[str | None, Query(max_length=40)] = None,
-    page: PageDep = None,
 ) -> dict[str, Any]:
     query = select(Job)
     if kind:
@@ -162,22 +293,22 @@ def get_job_row(session: Session, job_id: str) -> Job:
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def read_job(job_id: str, session: SessionDep) -> JobPublic:
+def get_job(job_id: str, session: SessionDep) -> JobPublic:
     return job_views(session, [get_job_row(session, job_id)])[0]
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic, status_code=status.HTTP_202_ACCEPTED, responses={409: {"description": "the job already finished"}})
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={409: {"description": "the job already finished"}},
+)
 def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
     """Cancel a job and its children: queued ones at once, running ones at their next step."""
     job = get_job_row(session, job_id)
     if job.status in TERMINAL_STATUSES:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} already {job.status.value}")
-    for target in [job, *session.exec(select(Job).where(Job.parent_job_id == job_id)).all()]:
-        if target.status in (JobStatus.queued, JobStatus.waiting):
-            target.status, target.finished_at, target.stage = JobStatus.cancelled, utcnow(), "cancelled"
-        elif target.status == JobStatus.running:
-            target.cancel_requested = True
-        session.add(target)
+    job_status.cancel(session, job_id)
     session.commit()
     session.refresh(job)
     return job_views(session, [job])[0]
@@ -185,5 +316,4 @@ def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
 
 @router.post("/{kind}", include_in_schema=False, status_code=status.HTTP_404_NOT_FOUND)
 def unknown_kind(kind: str) -> None:
-    public = [name for name, params_class in JOB_PARAMS.items() if not params_class.internal]
-    raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown job kind {kind!r}; valid kinds: {', '.join(public)}")
+    raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown job kind {kind!r}; valid kinds: {', '.join(PUBLIC_KINDS)}")

@@ -14,9 +14,12 @@ router = APIRouter(tags=["operations"], dependencies=[AuthDep])
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, 401: {"description": "missing or invalid API key (only when RECOMB_API_KEYS is set)"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}},
+        401: {"description": "missing or invalid API key (only when RECOMB_API_KEYS is set)"},
+    },
 )
-def metrics(settings: SettingsDep, celery: CeleryDep) -> Response:
+def get_metrics(settings: SettingsDep, celery: CeleryDep) -> Response:
     """Jobs by kind and status, job duration histograms, queue depth, checkpoints and reports.
 
     Behind the API key like every resource: give Prometheus the key as a

@@ -18,10 +18,10 @@ router = APIRouter(prefix="/reports", tags=["reports"], dependencies=[AuthDep])
 @router.get("", response_model=Page[ReportSummary])
 def list_reports(
     session: SessionDep,
+    page: PageDep,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     job_id: Annotated[str | None, Query(max_length=40)] = None,
     passed: bool | None = None,
-    page: PageDep = None,
 ) -> dict:
     query = select(Report)
     if kind:
@@ -34,5 +34,6 @@ def list_reports(
 
 
 @router.get("/{report_id}", response_model=ReportPublic)
-def read_report(report_id: str, session: SessionDep) -> Report:
+def get_report(report_id: str, session: SessionDep) -> Report:
+    """One report; its body is the model of its job kind (a union on ``kind``), with the ``figures`` it shows."""
     return get_or_404(session, Report, report_id, "report")

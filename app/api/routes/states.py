@@ -2,40 +2,62 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile, status
 from sqlmodel import select
 
 from app import crud
-from app.api.deps import AuthDep, IdempotencyKey, PageDep, SessionDep, StoreDep
+from app.api.deps import AuthDep, IdempotencyDep, PageDep, SessionDep, SettingsDep, StoreDep
 from app.api.errors import get_or_404, unprocessable
-from app.api.uploads import UPLOAD_ERROR_RESPONSES, read_limited
+from app.api.uploads import UPLOAD_ERROR_RESPONSES, file_name, read_file
+from app.idempotency import commit_once, replay
 from app.models import StateBuffer
 from app.schemas import Page, StatesPublic
-from core.states import load_npy
+from core.states import StatesTooLargeError, load_states_upload
 
 router = APIRouter(prefix="/states", tags=["states"], dependencies=[AuthDep])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=StatesPublic, responses=UPLOAD_ERROR_RESPONSES)
-async def upload_states(
+def upload_states(
     session: SessionDep,
     store: StoreDep,
-    file: Annotated[UploadFile, File(description=".npy array of shape (n_states, input_dim), numeric and finite")],
+    settings: SettingsDep,
+    idempotency: IdempotencyDep,
+    file: Annotated[
+        UploadFile,
+        File(
+            description=".npy array of shape (n_states, input_dim), numeric and finite; or an .npz with `states` and "
+            "`actions`"
+        ),
+    ],
+    actions: Annotated[
+        UploadFile | None, File(description="optional .npy of the actions the agent took, one integer per state")
+    ] = None,
     name: Annotated[str | None, Form(max_length=200)] = None,
-    idempotency_key: IdempotencyKey = None,
 ) -> StateBuffer:
-    """Upload a state buffer; it is stored as float32."""
-    if existing := crud.find_idempotent(session, StateBuffer, idempotency_key):
+    """Upload a state buffer (stored as float32), optionally with the actions the agent actually took."""
+    data = read_file(file)
+    actions_data = read_file(actions) if actions is not None else None
+    content = {
+        "file_sha256": hashlib.sha256(data).hexdigest(),
+        "actions_sha256": actions_data and hashlib.sha256(actions_data).hexdigest(),
+        "name": name,
+    }
+    request = idempotency.of(content)
+    if existing := replay(session, request, StateBuffer):
         return existing
-    data = await read_limited(file)
+    session.rollback()  # parse outside any transaction: on SQLite an open one holds the write lock
     try:
-        states = load_npy(data)
+        states, recorded = load_states_upload(data, actions_data, max_values=settings.max_state_values)
+    except StatesTooLargeError as error:
+        raise unprocessable(f"{error}; RECOMB_MAX_STATE_VALUES raises it") from error
     except ValueError as error:
         raise unprocessable(str(error)) from error
-    row = crud.create_state_buffer(session, store, states, name=name or file.filename and file.filename[:200], idempotency_key=idempotency_key)
-    return crud.commit_idempotent(session, row, StateBuffer, idempotency_key)[0]
+    row = crud.create_state_buffer(session, store, states, actions=recorded, name=file_name(name, file))
+    return commit_once(session, request, row, StateBuffer)[0]
 
 
 @router.get("", response_model=Page[StatesPublic])
@@ -44,5 +66,5 @@ def list_states(session: SessionDep, page: PageDep) -> dict:
 
 
 @router.get("/{states_id}", response_model=StatesPublic)
-def read_states(states_id: str, session: SessionDep) -> StateBuffer:
+def get_states(states_id: str, session: SessionDep) -> StateBuffer:
     return get_or_404(session, StateBuffer, states_id, "state buffer")

@@ -279,18 +279,21 @@
         h("td", {}, h("a", { href: `#/checkpoints/${ckpt.id}` }, ckpt.id)),
         h("td", {}, ckpt.name || ""),
         h("td", {}, ckpt.format),
-        h("td", {}, `${ckpt.arch.input_dim}-${ckpt.arch.hidden_size}-${ckpt.arch.output_dim}`),
+        h("td", {}, archLabel(ckpt.arch)),
         h("td", { class: "num" }, ckpt.size_bytes),
         h("td", {}, ckpt.created_by_job ? h("a", { href: `#/jobs/${ckpt.created_by_job}` }, ckpt.created_by_job) : "upload / synthetic"),
         h("td", {}, when(ckpt.created_at)),
       ),
     );
-    app.replaceChildren(section(`Checkpoints (${page.total})`, table(["id", "name", "format", "arch (in-hidden-out)", "bytes", "created by", "created"], rows)));
+    app.replaceChildren(section(`Checkpoints (${page.total})`, table(["id", "name", "format", "arch", "bytes", "created by", "created"], rows)));
   }
 
   async function checkpointPage(checkpointId, signal) {
     const [ckpt, lineage] = await Promise.all([api(`checkpoints/${checkpointId}`, { signal }), api(`checkpoints/${checkpointId}/lineage`, { signal })]);
-    const download = h("button", { type: "button", onclick: () => downloadCheckpoint(ckpt) }, "download safetensors");
+    const download = h("button", { type: "button", onclick: () => downloadCheckpoint(ckpt, "file", "safetensors") }, "download safetensors");
+    const exports = ["onnx", "pt"].map((format) =>
+      h("button", { type: "button", class: `export-${format}`, onclick: () => downloadCheckpoint(ckpt, `export?format=${format}`, format) }, `export ${format}`),
+    );
     app.replaceChildren(
       section(
         ckpt.name || ckpt.id,
@@ -299,21 +302,22 @@
           { class: "facts" },
           h("dt", {}, "id"), h("dd", {}, h("code", {}, ckpt.id)),
           h("dt", {}, "format"), h("dd", {}, `${ckpt.format} (${ckpt.dtype} weights)`),
-          h("dt", {}, "arch"), h("dd", {}, JSON.stringify(ckpt.arch)),
+          h("dt", {}, "arch"), h("dd", {}, `${archLabel(ckpt.arch)}, dropout ${ckpt.arch.dropout_rate}`),
+          h("dt", {}, "source format"), h("dd", {}, ckpt.source_format),
           h("dt", {}, "size"), h("dd", {}, `${ckpt.size_bytes} bytes file, ${ckpt.param_bytes} bytes of parameters`),
           h("dt", {}, "sha256"), h("dd", {}, h("code", {}, ckpt.sha256)),
           h("dt", {}, "created by"), h("dd", {}, ckpt.created_by_job ? h("a", { href: `#/jobs/${ckpt.created_by_job}` }, ckpt.created_by_job) : "upload / synthetic"),
         ),
-        download,
+        h("p", { class: "actions" }, download, ...exports),
       ),
       section(`Lineage (${lineage.nodes.length} checkpoints, ${lineage.edges.length} edges)`, lineage.edges.length ? null : h("p", { class: "empty" }, "No ancestors: uploaded or synthetic."), lineageView(lineage)),
     );
   }
 
-  async function downloadCheckpoint(ckpt) {
-    const response = await fetch(new URL(`checkpoints/${ckpt.id}/file`, API_BASE), { headers: authHeaders() });
+  async function downloadCheckpoint(ckpt, path, suffix) {
+    const response = await fetch(new URL(`checkpoints/${ckpt.id}/${path}`, API_BASE), { headers: authHeaders() });
     if (!response.ok) return showError(new Error(`download failed: ${response.status}`));
-    const link = h("a", { href: URL.createObjectURL(await response.blob()), download: `${ckpt.id}.safetensors` });
+    const link = h("a", { href: URL.createObjectURL(await response.blob()), download: `${ckpt.id}.${suffix}` });
     link.click();
     URL.revokeObjectURL(link.href);
   }
@@ -326,30 +330,17 @@
 
   // --- reports ---------------------------------------------------------------------------------------
 
-  const FIGURE_SECTIONS = ["summary", "held_out", "fidelity", "after", "agreement_on_eval_states", "size", "chosen", "recommendation"];
-
-  function scalarFigures(object, prefix, depth = 2) {
-    const figures = [];
-    for (const [key, value] of Object.entries(object || {})) {
-      const name = prefix ? `${prefix}.${key}` : key;
-      if (value && typeof value === "object" && !Array.isArray(value) && depth > 1) figures.push(...scalarFigures(value, name, depth - 1));
-      else if (value === null || ["number", "string", "boolean"].includes(typeof value)) figures.push([name, value]);
-    }
-    return figures;
-  }
-
-  // The charts a report's fields call for; each is recognised by its fields, not by the report kind.
+  // The charts a report's typed fields call for (see app/reports.py): the same field has the same name in every kind.
   function reportCharts(body) {
     const charts = [];
-    const epochs = body.curves || body.history;
+    const epochs = body.curves;
     if (Array.isArray(epochs) && epochs.length) {
       const series = (key, name) => ({ name, points: epochs.map((epoch) => [epoch.epoch, epoch[key]]) });
       charts.push(Charts.lineChart({ title: "Loss per epoch", series: [series("train_loss", "train loss"), series("val_loss", "validation loss")], yLabel: "loss" }));
       charts.push(Charts.lineChart({ title: "Agreement per epoch", series: [series("action_agreement", "action agreement"), series("prob_similarity", "probability similarity")], yDomain: [0, 1], yLabel: "fraction" }));
     }
-    const measured = body.latency ? body : body.validation;
-    if (measured && measured.latency && measured.latency.float && measured.latency.quantized) {
-      const { float, quantized } = measured.latency;
+    if (body.latency) {
+      const { float, quantized } = body.latency;
       charts.push(
         Charts.groupedBarChart({
           title: "Single-state latency, float vs int8",
@@ -362,8 +353,8 @@
         }),
       );
     }
-    if (measured && measured.size && Number.isFinite(measured.size.float_param_bytes)) {
-      const size = measured.size;
+    if (body.size) {
+      const size = body.size;
       charts.push(
         Charts.groupedBarChart({
           title: `Size, float vs int8 (×${fmt(size.param_compression_ratio)} parameters)`,
@@ -376,35 +367,28 @@
         }),
       );
     }
-    const summary = body.summary && "child_agrees_with_parent_a" in body.summary ? body.summary : null;
-    const agreement = body.agreement_on_eval_states;
-    if (summary || (agreement && "child_vs_parent_a" in agreement)) {
-      const items = summary
-        ? [
-            { label: "child vs parent A", value: summary.child_agrees_with_parent_a, color: "#ea580c" },
-            { label: "child vs parent B", value: summary.child_agrees_with_parent_b, color: "#16a34a" },
-            { label: "primary (min of A, B)", value: summary.primary_metric, color: "#2563eb" },
-            { label: "oracle (A or B)", value: summary.oracle_agreement, color: "#9333ea" },
-            ...(summary.parent_baseline_agreement === null || summary.parent_baseline_agreement === undefined ? [] : [{ label: "parent A vs parent B", value: summary.parent_baseline_agreement, color: "#9ca3af" }]),
-          ]
-        : [
-            { label: "child vs parent A", value: agreement.child_vs_parent_a, color: "#ea580c" },
-            { label: "child vs parent B", value: agreement.child_vs_parent_b, color: "#16a34a" },
-            { label: "primary (min of A, B)", value: agreement.primary_metric, color: "#2563eb" },
-          ];
-      charts.push(Charts.horizontalBarChart({ title: "Action agreement, child vs parents", items }));
+    const heldOut = body.held_out;
+    if (heldOut && heldOut.child_vs_parent_a_agreement !== undefined) {
+      const items = [
+        { label: "child vs parent A", value: heldOut.child_vs_parent_a_agreement, color: "#ea580c" },
+        { label: "child vs parent B", value: heldOut.child_vs_parent_b_agreement, color: "#16a34a" },
+        { label: "primary (min of A, B)", value: heldOut.primary_metric, color: "#2563eb" },
+        { label: "oracle (A or B)", value: heldOut.oracle_agreement, color: "#9333ea" },
+        { label: "parent A vs parent B", value: heldOut.parents_agreement, color: "#9ca3af" },
+        { label: `bound for ${heldOut.target === "both" ? "(1 + AB) / 2" : "one parent"}`, value: heldOut.bound, color: "#0f766e" },
+      ];
+      // Crossover's first look has the agreements only; validate-recombination adds the oracle, the parents and the bound.
+      charts.push(Charts.horizontalBarChart({ title: "Action agreement, child vs parents", items: items.filter((item) => item.value !== undefined) }));
     }
     if (Array.isArray(body.leaderboard) && body.leaderboard.length) charts.push(Charts.leaderboardChart(body.leaderboard));
+    if (window.RecombFamily) charts.push(...window.RecombFamily.reportCharts(body, { onMemberClick: (id) => (window.location.hash = `#/checkpoints/${id}`) }));
     return charts;
   }
 
   function renderReport(container, report) {
     const body = report.body;
-    const measured = body.checks ? body : body.validation || body;
-    const checks = Object.entries(measured.checks || {}).filter(([, check]) => check && typeof check === "object");
-    const figures = [];
-    // A recommendation's best child is already the leaderboard's first row: keep its own scalars only.
-    for (const name of FIGURE_SECTIONS) if (measured[name] && typeof measured[name] === "object") figures.push(...scalarFigures(measured[name], name, name === "recommendation" ? 1 : 2));
+    const checks = Object.entries(body.checks || {});
+    const figures = body.figures.map((figure) => [figure.name, figure.value]);
     const charts = reportCharts(body);
     container.replaceChildren(
       h(

@@ -5,6 +5,12 @@
 // lineage-node, lineage-edge) are what the page styles and tests count.
 "use strict";
 
+// "8-64-64-4 layernorm relu" from a checkpoint's arch record (older records say hidden_size).
+function archLabel(arch) {
+  const widths = arch.hidden_sizes || [arch.hidden_size, arch.hidden_size];
+  return `${[arch.input_dim, ...widths, arch.output_dim].join("-")} ${arch.norm || "layernorm"} ${arch.activation || "relu"}`;
+}
+
 const RecombCharts = (() => {
   const SVG_NS = "http://www.w3.org/2000/svg";
   const PALETTE = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#0891b2", "#be123c"];
@@ -291,7 +297,7 @@ const RecombCharts = (() => {
 
   // graph: GET /checkpoints/{id}/lineage; onNodeClick(id) optional.
   function lineageGraph(graph, { onNodeClick = null } = {}) {
-    const nodeWidth = 232;
+    const nodeWidth = 288;
     const nodeHeight = 56;
     const columnGap = 120;
     const rowGap = 26;
@@ -337,7 +343,7 @@ const RecombCharts = (() => {
     });
     for (const node of graph.nodes) {
       const [x, y] = [left(node.id), middle(node.id) - nodeHeight / 2];
-      const arch = node.arch ? `${node.arch.input_dim}-${node.arch.hidden_size}-${node.arch.output_dim}` : "";
+      const arch = node.arch ? archLabel(node.arch) : "";
       const group = el("g", { class: `lineage-node${node.id === graph.root ? " lineage-root" : ""} lineage-${node.format}`, "data-id": node.id, transform: `translate(${x},${y})`, tabindex: 0 });
       group.append(el("rect", { width: nodeWidth, height: nodeHeight, rx: 8 }));
       group.append(text(10, 20, truncate(node.name || node.id, 28), { class: "lineage-name" }));
