@@ -14,9 +14,9 @@ import dataclasses
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from app import reports
@@ -47,6 +47,8 @@ from core.configs import (
 )
 
 CheckpointFormat = Literal["float32", "int8"]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class SyntheticStatesSpec(BaseModel):
@@ -165,13 +167,12 @@ def _config_field_definitions(config_class: type, exclude: Iterable[str] = ()) -
         else:
             raise TypeError(f"{config_class.__name__}.{field.name} needs a default to be a job field")
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            body = create_model(
+            body = _model_class(
                 f"{hint.__name__}Body",
-                __base__=ConfigBody,
-                __doc__=hint.__doc__,
-                __module__=__name__,
-                __namespace__={"config_class": hint},
-                **_config_field_definitions(hint),
+                ConfigBody,
+                hint.__doc__,
+                {"config_class": hint},
+                _config_field_definitions(hint),
             )
             hint, default = body, body.model_validate(dataclasses.asdict(default))
         definitions[field.name] = documented_field(config_class, field.name, hint, default)
@@ -215,10 +216,26 @@ def params_model(
     }
     if new_archs is not None:
         settings["new_archs"] = new_archs
-    field_definitions: dict[str, Any] = fields | config_fields
-    return create_model(
-        name, __base__=JobParams, __doc__=doc, __module__=__name__, __namespace__=settings, **field_definitions
-    )
+    return _model_class(name, JobParams, doc, settings, fields | config_fields)
+
+
+def _model_class(
+    name: str, base: type[ModelT], doc: str | None, class_settings: dict[str, Any], fields: dict[str, Any]
+) -> type[ModelT]:
+    """A subclass of ``base`` with ``fields`` (name: ``(annotation, FieldInfo)``) and class-level settings.
+
+    What ``create_model`` does, written out because its ``__namespace__`` argument is newer than the
+    pydantic this project supports.
+    """
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": doc,
+        "__annotations__": {field: annotation for field, (annotation, _) in fields.items()},
+        **{field: info for field, (_, info) in fields.items()},
+        **class_settings,
+    }
+    return typing.cast(type[ModelT], type(base)(name, (base,), namespace))
 
 
 def states_field(default: SyntheticStates = DEFAULT_EVAL_STATES, purpose: str = "states to evaluate on") -> Any:

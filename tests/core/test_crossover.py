@@ -113,8 +113,8 @@ def test_permuted_network_computes_the_same_function(parent_b, eval_states):
     torch.testing.assert_close(
         functional_forward(ARCH, permuted, eval_states),
         functional_forward(ARCH, params, eval_states),
-        rtol=0,
-        atol=1e-6,
+        rtol=1e-5,  # a permutation reorders each dot product's sum: float32 rounding only
+        atol=1e-5,
     )
 
 
