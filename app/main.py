@@ -19,7 +19,7 @@ from fastapi.routing import APIRoute  # noqa: E402
 from sqlalchemy.exc import DataError, OperationalError  # noqa: E402
 from sqlalchemy.exc import TimeoutError as PoolTimeout  # noqa: E402
 
-from app.admission import QueueCounts  # noqa: E402
+from app.api.admission import QueueCounts  # noqa: E402
 from app.api.middleware import (  # noqa: E402
     DATABASE_SLOT_WAIT_S,
     SUBMIT_SLOT_WAIT_S,
@@ -31,12 +31,22 @@ from app.api.middleware import (  # noqa: E402
     is_upload,
     uses_database,
 )
-from app.api.routes import checkpoints, docs, events, health, jobs, metrics, reports, states, ui  # noqa: E402
-from app.core.config import Settings, get_settings  # noqa: E402
-from app.core.db import concurrent_sessions  # noqa: E402
-from app.core.queue import make_celery  # noqa: E402
-from app.job_fields import add_operating_caps  # noqa: E402
-from app.schemas import ErrorDetail  # noqa: E402
+from app.api.routes import (  # noqa: E402
+    checkpoints,
+    dashboard,
+    docs,
+    health,
+    job_events,
+    jobs,
+    monitoring,
+    reports,
+    state_buffers,
+)
+from app.api.schemas import ErrorDetail  # noqa: E402
+from app.contracts.job_fields import add_operating_caps  # noqa: E402
+from app.service.db import concurrent_sessions  # noqa: E402
+from app.service.queue import make_celery  # noqa: E402
+from app.settings import Settings, get_settings  # noqa: E402
 
 DESCRIPTION = """Distil, quantize, recombine and validate small PyTorch Q-networks.
 
@@ -182,11 +192,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(PoolTimeout, database_busy)
     app.add_exception_handler(DataError, value_not_storable)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    app.include_router(events.router)  # before the jobs router, so /jobs/{id}/events is matched here
-    app.include_router(metrics.router)
-    app.include_router(ui.router)
+    app.include_router(job_events.router)  # before the jobs router, so /jobs/{id}/events is matched here
+    app.include_router(monitoring.router)
+    app.include_router(dashboard.router)
     app.include_router(docs.router)
     app.include_router(health.router)
-    for module in (checkpoints, states, jobs, reports):
+    for module in (checkpoints, state_buffers, jobs, reports):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

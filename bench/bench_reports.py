@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.reports import parse_report, stored_body  # noqa: E402
+from app.contracts.report_models import parse_report, stored_body  # noqa: E402
 from bench.common import summarise_ms, write_result  # noqa: E402
 from migrations import migrate, upgrade  # noqa: E402
 

@@ -22,7 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from app.core.queue import make_celery
+from app.service.queue import make_celery
 from bench.common import write_result
 from tests.integration.stack import Stack, postgres_stack
 

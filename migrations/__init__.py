@@ -9,7 +9,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from app.core.db import make_engine
+from app.service.db import make_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 

@@ -11,8 +11,8 @@ import sys
 
 from alembic.util import CommandError
 
-from app.core.config import get_settings
-from app.core.logging import configure_logging
+from app.logs import configure_logging
+from app.settings import get_settings
 from migrations import migrate
 
 

@@ -7,9 +7,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from app.core.config import get_settings
-from app.core.db import make_engine
+import app.service.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from app.service.db import make_engine
+from app.settings import get_settings
 
 # Only Alembic's own command line reads alembic.ini; `recomb migrate` keeps the service's logging.
 if context.config.config_file_name is not None:

@@ -12,9 +12,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from app.core.config import Settings
-from app.core.db import get_engine
-from app.models import Job, JobStatus
+from app.service.db import get_engine
+from app.service.tables import Job, JobStatus
+from app.settings import Settings
 from worker.runner import run_job
 from worker.tasks import HANDLERS
 

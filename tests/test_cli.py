@@ -5,9 +5,9 @@ import json
 import httpx
 import pytest
 
-from app import client as recomb_client
-from app.cli import main
-from app.client import ClientError, RecombClient, parse_params, progress_line, render_lineage, render_report
+from app.cli import client as recomb_client
+from app.cli.client import ClientError, RecombClient, parse_params, progress_line, render_lineage, render_report
+from app.cli.commands import main
 from tests.integration.stack import free_port
 
 REAL_INIT = RecombClient.__init__

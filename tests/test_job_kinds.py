@@ -4,9 +4,9 @@ import pytest
 from pydantic import ValidationError
 
 import worker.tasks
-from app.core.config import Settings
-from app.jobs import JOB_KINDS, PIPELINE_STAGES, PUBLIC_KINDS, JobParams, PipelineParams
-from app.reports import ReportBase
+from app.contracts.job_kinds import JOB_KINDS, PIPELINE_STAGES, PUBLIC_KINDS, JobParams, PipelineParams
+from app.contracts.report_models import ReportBase
+from app.settings import Settings
 from core import artifacts
 from core.networks import QNetworkArch, init_params
 from worker.runner import JobContext, handles, registered_handlers

@@ -1,4 +1,4 @@
-"""One writer of job status: only ``app/job_status.py`` changes ``Job.status``; cancel never undoes a finish."""
+"""One writer of job status: only ``app/service/job_status.py`` changes ``Job.status``; cancel never undoes a finish."""
 
 import ast
 from datetime import timedelta
@@ -6,13 +6,13 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from app import job_status
-from app.core.db import get_engine
-from app.models import Job, JobStatus, utcnow
+from app.service import job_status
+from app.service.db import get_engine
+from app.service.tables import Job, JobStatus, utcnow
 from tests.api.conftest import client_for, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-WRITER = ROOT / "app" / "job_status.py"
+WRITER = ROOT / "app" / "service" / "job_status.py"
 
 
 def _status_writes(tree: ast.AST) -> list[int]:

@@ -6,7 +6,7 @@ import sys
 
 from celery.signals import task_postrun, task_prerun
 
-from app.core.logging import JsonFormatter, bind_job_id_to_celery_tasks
+from app.logs import JsonFormatter, bind_job_id_to_celery_tasks
 
 
 def record(message: str, *args, **extra) -> logging.LogRecord:

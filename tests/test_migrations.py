@@ -20,10 +20,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Integer, MetaData, inspect
 from sqlmodel import SQLModel
 
-import app.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from app.cli import main
-from app.core.config import get_settings
-from app.core.db import make_engine
+import app.service.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from app.cli.commands import main
+from app.service.db import make_engine
+from app.settings import get_settings
 from migrations import alembic_config, current_revision, migrate, upgrade
 from tests.integration.stack import POSTGRES_ADMIN_URL, require_postgres_and_redis
 

@@ -4,8 +4,8 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from app.core.db import get_engine
-from app.models import Job, JobStatus, utcnow
+from app.service.db import get_engine
+from app.service.tables import Job, JobStatus, utcnow
 from tests.api.conftest import client_for, make_settings
 from worker.reconciler import LOST_MESSAGE_AFTER_S, reconcile_once
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.jobs import JOB_KINDS
-from app.reports import parse_report
+from app.contracts.job_kinds import JOB_KINDS
+from app.contracts.report_models import parse_report
 from migrations import current_revision, migrate, upgrade
 from tests.api.conftest import client_for, make_settings
 from tests.test_migrations import empty_database  # noqa: F401  (the fixture: SQLite and PostgreSQL)

@@ -29,7 +29,7 @@ SERVE_WITHOUT_TORCH = textwrap.dedent(
 
     sys.meta_path.insert(0, BlockTorch())
     from fastapi.testclient import TestClient
-    from app.core.config import Settings
+    from app.settings import Settings
     from app.main import create_app
     from migrations import upgrade
 
@@ -67,7 +67,7 @@ def test_importing_the_web_app_loads_no_torch():
 
 def test_core_configs_and_schemas_import_without_torch():
     check = (
-        "import sys, core.configs, core.arch, core.checkpoint_file, core.export, core.states, core.work, app.schemas;"
+        "import sys, core.configs, core.arch, core.checkpoint_file, core.export, core.states, core.work, app.api.schemas;"
         "assert 'torch' not in sys.modules"
     )
     completed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from app.core.config import get_settings
-from app.core.logging import configure_logging
+from app.logs import configure_logging
+from app.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,9 +18,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import torch  # noqa: E402
 from celery.signals import worker_ready, worker_shutdown  # noqa: E402
 
-from app.core.config import get_settings  # noqa: E402
-from app.core.logging import bind_job_id_to_celery_tasks  # noqa: E402
-from app.core.queue import get_celery  # noqa: E402
+from app.logs import bind_job_id_to_celery_tasks  # noqa: E402
+from app.service.queue import get_celery  # noqa: E402
+from app.settings import get_settings  # noqa: E402
 from worker.reconciler import start_reconciler  # noqa: E402
 
 torch.set_num_threads(1)

@@ -5,7 +5,7 @@ so several reconcilers never publish the same job twice for one lapse, and a
 duplicate message is harmless anyway: the runner's claim lets only one run.
 A worker's death is noticed here by its stopped heartbeat; ``recomb up``,
 which sees its own workers exit, re-queues their jobs at once with
-``app.lost_jobs.requeue_jobs_of`` instead of waiting for that. Expired idempotency records
+``app.service.lost_jobs.requeue_jobs_of`` instead of waiting for that. Expired idempotency records
 are deleted here too.
 """
 
@@ -20,12 +20,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from app import job_status
-from app.core.config import Settings
-from app.core.db import get_engine
-from app.core.queue import get_celery, publish, queue_depth
-from app.lost_jobs import requeue_lost
-from app.models import TERMINAL_STATUSES, IdempotencyRecord, Job, JobStatus, utcnow
+from app.service import job_status
+from app.service.db import get_engine
+from app.service.lost_jobs import requeue_lost
+from app.service.queue import get_celery, publish, queue_depth
+from app.service.tables import TERMINAL_STATUSES, IdempotencyRecord, Job, JobStatus, utcnow
+from app.settings import Settings
 
 log = logging.getLogger("recomb.reconciler")
 # A queued job older than this while the queue is empty has lost its message.

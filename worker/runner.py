@@ -40,14 +40,14 @@ from sqlalchemy import func, update
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
-from app import crud, job_status
-from app.core.config import Settings, get_settings
-from app.core.db import commit_without_flush_wait, get_engine
-from app.core.queue import publish
-from app.jobs import JOB_KINDS, JobParams, StatesSpec
-from app.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, new_id, utcnow
-from app.reports import REPORT_SCHEMA_VERSION, stored_body
-from app.store import get_store
+from app.contracts.job_kinds import JOB_KINDS, JobParams, StatesSpec
+from app.contracts.report_models import REPORT_SCHEMA_VERSION, stored_body
+from app.service import crud, job_status
+from app.service.db import commit_without_flush_wait, get_engine
+from app.service.queue import publish
+from app.service.store import get_store
+from app.service.tables import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, new_id, utcnow
+from app.settings import Settings, get_settings
 from core import artifacts
 from core.metrics import rss_bytes
 

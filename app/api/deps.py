@@ -21,13 +21,13 @@ from sqlmodel import Session, SQLModel, func, select
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
 from app.api.errors import not_found, valid_id
+from app.api.idempotency import IdempotentRequest
 from app.api.middleware import caller_of
-from app.core.config import Settings
-from app.core.db import get_engine
-from app.idempotency import IdempotentRequest
-from app.models import Job
-from app.schemas import MAX_OFFSET
-from app.store import ArtifactStore, get_store
+from app.api.schemas import MAX_OFFSET
+from app.service.db import get_engine
+from app.service.store import ArtifactStore, get_store
+from app.service.tables import Job
+from app.settings import Settings
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -106,7 +106,7 @@ IdempotencyKey = Annotated[
 
 
 class Idempotency:
-    """The ``Idempotency-Key`` of a POST, scoped to its caller and route (see ``app.idempotency``)."""
+    """The ``Idempotency-Key`` of a POST, scoped to its caller and route (see ``app.api.idempotency``)."""
 
     def __init__(self, owner: str, route: str, key: str | None, window_s: float) -> None:
         self.owner, self.route, self.key, self.window_s = owner, route, key, window_s

@@ -13,7 +13,7 @@ Three ASGI middlewares, outermost first:
   submissions the API sheds what it cannot start promptly instead of
   growing a backlog of requests (which the queue bound does for jobs).
   Every request that may hold a database session also takes one of
-  ``app.core.db.concurrent_sessions`` slots (a pooled connection each; one
+  ``app.service.db.concurrent_sessions`` slots (a pooled connection each; one
   on SQLite, whose transactions hold its write lock): a session keeps its
   connection, or the lock, until its response is serialised on a thread, so
   with more such requests than slots, threads waiting for a connection (or

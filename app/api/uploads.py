@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import UploadFile
 
 from app.api.errors import unprocessable
-from app.schemas import ErrorDetail
+from app.api.schemas import ErrorDetail
 
 UPLOAD_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorDetail, "description": "the body is larger than RECOMB_MAX_UPLOAD_BYTES"},

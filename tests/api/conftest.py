@@ -6,8 +6,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.core.config import Settings
 from app.main import create_app
+from app.settings import Settings
 from core import artifacts
 from core.networks import QNetwork, QNetworkArch, init_network
 from core.quantize import quantize_dynamic

@@ -1,4 +1,4 @@
-"""The project's Python client (``app.client``, what the CLI runs) against the real API served by uvicorn."""
+"""The project's Python client (``app.cli.client``, what the CLI runs) against the real API served by uvicorn."""
 
 import io
 import threading
@@ -9,7 +9,7 @@ import pytest
 import uvicorn
 
 import worker.tasks
-from app.client import EXIT_OK, ClientError, ProgressDisplay, RecombClient, follow, parse_params, watch_and_report
+from app.cli.client import EXIT_OK, ClientError, ProgressDisplay, RecombClient, follow, parse_params, watch_and_report
 from app.main import create_app
 from migrations import upgrade
 from tests.api.conftest import make_settings

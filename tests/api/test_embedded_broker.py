@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from app.core.config import Settings
-from app.core.queue import make_celery, queue_depth
+from app.service.queue import make_celery, queue_depth
+from app.settings import Settings
 
 
 def test_a_message_is_invisible_until_it_is_whole(tmp_path, monkeypatch):

@@ -7,9 +7,9 @@ from datetime import timedelta
 import anyio
 from sqlmodel import Session
 
-from app.core.db import get_engine
-from app.events import JobSnapshot, job_event_stream
-from app.models import Job, JobStatus, Report, utcnow
+from app.api.job_stream import JobSnapshot, job_event_stream
+from app.service.db import get_engine
+from app.service.tables import Job, JobStatus, Report, utcnow
 from tests.api.conftest import client_for, make_settings
 
 QUEUED = JobSnapshot("job_1", "distill", "queued", 0.0, "queued", None, None, 0, 0)

@@ -2,7 +2,7 @@ import io
 
 import numpy as np
 
-from app.core.queue import make_celery, queue_depth
+from app.service.queue import make_celery, queue_depth
 
 
 def submit(client, kind="ptq", **body):

@@ -15,12 +15,12 @@ from fastapi.routing import APIRoute
 from sqlalchemy import update
 from sqlmodel import Session
 
-from app.admission import QUEUE_COUNTS_MAX_AGE_S
+from app.api.admission import QUEUE_COUNTS_MAX_AGE_S
 from app.api.middleware import SUBMIT_SLOT_WAIT_S, Slots, is_submission
-from app.api.routes import checkpoints, events, health, jobs, metrics, reports, states, ui
-from app.core.db import get_engine
+from app.api.routes import checkpoints, dashboard, health, job_events, jobs, monitoring, reports, state_buffers
 from app.main import create_app
-from app.models import IdempotencyRecord, utcnow
+from app.service.db import get_engine
+from app.service.tables import IdempotencyRecord, utcnow
 from core.networks import QNetwork, QNetworkArch
 from tests.api.conftest import client_for, make_settings
 
@@ -359,7 +359,7 @@ def test_slots_let_a_few_in_and_refuse_the_rest_with_retry_after():
 
 def test_only_non_blocking_handlers_run_on_the_event_loop():
     """An ``async def`` route runs on the event loop: it may not touch the database or parse files (those are plain functions, run in threads)."""
-    routers = (checkpoints, events, health, jobs, metrics, reports, states, ui)
+    routers = (checkpoints, job_events, health, jobs, monitoring, reports, state_buffers, dashboard)
     on_loop = {
         route.path
         for module in routers

@@ -5,8 +5,8 @@ from datetime import timedelta
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session
 
-from app.core.db import get_engine
-from app.models import Job, JobStatus, Report, utcnow
+from app.service.db import get_engine
+from app.service.tables import Job, JobStatus, Report, utcnow
 from tests.api.conftest import client_for, make_settings
 
 

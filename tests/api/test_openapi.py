@@ -4,8 +4,8 @@ import dataclasses
 import re
 import typing
 
-from app.job_fields import FIELD_DESCRIPTIONS, description_for
-from app.jobs import JOB_KINDS, PUBLIC_KINDS
+from app.contracts.job_fields import FIELD_DESCRIPTIONS, description_for
+from app.contracts.job_kinds import JOB_KINDS, PUBLIC_KINDS
 from core.configs import declared_bounds
 
 # pydantic's constraint names and the JSON Schema keywords they become.

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.jobs import JOB_KINDS
-from app.reports import REPORT_SCHEMA_VERSION, ReportBody, parse_report, stored_body
+from app.contracts.job_kinds import JOB_KINDS
+from app.contracts.report_models import REPORT_SCHEMA_VERSION, ReportBody, parse_report, stored_body
 from tests.api.conftest import client_for, make_settings
 from tests.real_reports import every_kind
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.core.config import Settings
+from app.settings import Settings
 
 POSTGRES_ADMIN_URL = os.environ.get("RECOMB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("RECOMB_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -78,13 +78,21 @@ class Stack:
 
     def run(self, *args: str) -> None:
         subprocess.run(
-            [sys.executable, "-m", "app.cli", *args], env=self.env, check=True, cwd=self.root, capture_output=True
+            [sys.executable, "-m", "app.cli.commands", *args],
+            env=self.env,
+            check=True,
+            cwd=self.root,
+            capture_output=True,
         )
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *args], env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "app.cli.commands", *args],
+            env=self.env,
+            cwd=self.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.processes[name] = process
         return process
@@ -166,7 +174,7 @@ class RecombUp:
         argv = [
             sys.executable,
             "-m",
-            "app.cli",
+            "app.cli.commands",
             "up",
             "--host",
             self.host,

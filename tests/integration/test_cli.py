@@ -11,7 +11,12 @@ pytestmark = pytest.mark.integration
 def recomb(stack, *args: str) -> subprocess.CompletedProcess:
     env = stack.env | {"RECOMB_URL": stack.url}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], env=env, cwd=stack.root, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "app.cli.commands", *args],
+        env=env,
+        cwd=stack.root,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load as safetensors_load
 
-from app.core.queue import make_celery, publish
+from app.service.queue import make_celery, publish
 from core.networks import QNetwork, QNetworkArch
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from sqlmodel import Session
 
-from app.core.db import get_engine
-from app.models import Job, JobStatus, utcnow
+from app.service.db import get_engine
+from app.service.tables import Job, JobStatus, utcnow
 from tests.integration.stack import free_port
 from tests.integration.test_recombination_flow import parent, run
 
@@ -272,7 +272,7 @@ def keyed_api(stack):
     port = free_port()
     env = stack.env | {"RECOMB_API_KEYS": "ui-test-key"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "api", "--port", str(port)],
+        [sys.executable, "-m", "app.cli.commands", "api", "--port", str(port)],
         env=env,
         cwd=stack.root,
         stdout=subprocess.DEVNULL,

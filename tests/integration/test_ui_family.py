@@ -113,7 +113,7 @@ def large_evolution(generations: int, members: int) -> dict:
         "passed": True,
         "generations": rows,
         "best": {"member_id": winner["member_id"], "generation": generations},
-        "figures": [],  # served with every report (``app.reports``); none needed here
+        "figures": [],  # served with every report (``app.contracts.report_models``); none needed here
     }
 
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 
 
 def ping(stack, name: str, timeout_s: float) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "app.cli", "ping-worker", "--name", name, "--timeout", str(timeout_s)]
+    argv = [sys.executable, "-m", "app.cli.commands", "ping-worker", "--name", name, "--timeout", str(timeout_s)]
     return subprocess.run(argv, env=stack.env, cwd=stack.root, capture_output=True, text=True, timeout=60)
 
 

@@ -2,29 +2,29 @@
 
 Registering by name (``recomb.<kind>``) lets the API publish without
 importing any of this. Importing this package refuses to start a worker
-if a kind of ``app.jobs.JOB_KINDS`` has no handler.
+if a kind of ``app.contracts.job_kinds.JOB_KINDS`` has no handler.
 """
 
 from __future__ import annotations
 
-from app.core.queue import get_celery, task_name
-from app.jobs import JOB_KINDS
+from app.contracts.job_kinds import JOB_KINDS
+from app.service.queue import get_celery, task_name
 from worker.runner import Handler, registered_handlers, run_job
 from worker.tasks import (  # noqa: F401  (importing a task module registers its handler)
-    crossover,
-    distill,
-    evolve,
-    evolve_child,
-    finetune,
-    pipeline,
-    ptq,
-    qat,
-    quantize,
-    search,
-    search_trial,
-    validate_distillation,
-    validate_quantized,
-    validate_recombination,
+    crossover_job,
+    distill_job,
+    evolve_child_job,
+    evolve_job,
+    finetune_job,
+    pipeline_job,
+    ptq_job,
+    qat_job,
+    quantize_job,
+    search_job,
+    search_trial_job,
+    validate_distillation_job,
+    validate_quantized_job,
+    validate_recombination_job,
 )
 
 HANDLERS = registered_handlers()

@@ -10,14 +10,10 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Response, Uploa
 from pydantic import ValidationError
 from sqlmodel import select
 
-from app import crud
 from app.api.deps import AuthDep, IdempotencyDep, PageDep, SessionDep, SettingsDep, StoreDep
 from app.api.errors import get_or_404, unprocessable
-from app.api.uploads import UPLOAD_ERROR_RESPONSES, file_name, read_file
-from app.core.config import Settings
-from app.idempotency import commit_once, replay
-from app.models import Checkpoint
-from app.schemas import (
+from app.api.idempotency import commit_once, replay
+from app.api.schemas import (
     ArchSchema,
     CheckpointPublic,
     ErrorDetail,
@@ -26,6 +22,10 @@ from app.schemas import (
     Page,
     SyntheticCheckpointCreate,
 )
+from app.api.uploads import UPLOAD_ERROR_RESPONSES, file_name, read_file
+from app.service import crud
+from app.service.tables import Checkpoint
+from app.settings import Settings
 from core import checkpoint_file, export
 from core.arch import QNetworkArch, check_param_cap
 from core.imports import CheckpointError, UnsupportedFileError, UploadTooLargeError

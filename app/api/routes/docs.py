@@ -1,4 +1,4 @@
-"""``/docs``: Swagger UI over ``/openapi.json``, its script and style served from ``app/ui/swagger``, not a CDN."""
+"""``/docs``: Swagger UI over ``/openapi.json``, its script and style served from ``app/api/ui/swagger``, not a CDN."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from app.api.errors import not_found
 
-SWAGGER_DIR = Path(__file__).resolve().parents[2] / "ui" / "swagger"
+SWAGGER_DIR = Path(__file__).resolve().parents[1] / "ui" / "swagger"
 ASSETS_PATH = "/docs/assets"
 MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 # Only the shipped files are served; a request names one of these, never a path.

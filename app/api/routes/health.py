@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import text
 
 from app.api.deps import SettingsDep
-from app.core.db import get_engine
-from app.schemas import Health
+from app.api.schemas import Health
+from app.service.db import get_engine
 
 router = APIRouter(tags=["health"])
 

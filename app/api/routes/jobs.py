@@ -14,15 +14,24 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from sqlmodel import Session, col, select
 
-from app import admission, crud, job_status
+from app.api import admission
 from app.api.deps import AuthDep, CallerDep, CeleryDep, IdempotencyDep, PageDep, SessionDep, SettingsDep
 from app.api.errors import get_or_404, unprocessable
-from app.core.config import Settings
-from app.core.queue import publish
-from app.idempotency import commit_once, replay
-from app.jobs import JOB_KINDS, PUBLIC_KINDS, JobInputs, JobKind, JobParams, StatesSpec, SyntheticStatesSpec
-from app.models import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, StateBuffer, utcnow
-from app.schemas import ErrorDetail, JobPublic, Page
+from app.api.idempotency import commit_once, replay
+from app.api.schemas import ErrorDetail, JobPublic, Page
+from app.contracts.job_kinds import (
+    JOB_KINDS,
+    PUBLIC_KINDS,
+    JobInputs,
+    JobKind,
+    JobParams,
+    StatesSpec,
+    SyntheticStatesSpec,
+)
+from app.service import crud, job_status
+from app.service.queue import publish
+from app.service.tables import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, StateBuffer, utcnow
+from app.settings import Settings
 from core.arch import QNetworkArch, check_param_cap
 from core.states import DEFAULT_EVAL_STATES, derive_seed
 

@@ -9,8 +9,8 @@ from sqlmodel import select
 
 from app.api.deps import AuthDep, PageDep, SessionDep
 from app.api.errors import get_or_404
-from app.models import Report
-from app.schemas import Page, ReportPublic, ReportSummary
+from app.api.schemas import Page, ReportPublic, ReportSummary
+from app.service.tables import Report
 
 router = APIRouter(prefix="/reports", tags=["reports"], dependencies=[AuthDep])
 

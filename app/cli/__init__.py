@@ -1,0 +1,1 @@
+"""The command line: the service launcher and the HTTP client."""

@@ -1,0 +1,155 @@
+"""Persistence operations shared by the API and the workers. None of them commits."""
+
+from __future__ import annotations
+
+import io
+from collections import deque
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlmodel import Session, col, select
+
+from app.service.store import ArtifactStore
+from app.service.tables import Checkpoint, Job, LineageEdge, StateBuffer, new_id
+from core import checkpoint_file
+from core.checkpoint_file import CheckpointFile
+from core.states import dump_actions, dump_npy, load_npy, synthetic_states, validate_states
+
+if TYPE_CHECKING:
+    from core import artifacts
+
+LINEAGE_MAX_NODES = 500
+
+
+def create_checkpoint(
+    session: Session,
+    store: ArtifactStore,
+    checkpoint: CheckpointFile | artifacts.Checkpoint,
+    *,
+    checkpoint_id: str | None = None,
+    name: str | None = None,
+    job_id: str | None = None,
+    output_index: int = 0,
+) -> Checkpoint:
+    """Encode ``checkpoint`` (numpy or torch), store its bytes by hash and add its row."""
+    stored = checkpoint if isinstance(checkpoint, CheckpointFile) else checkpoint.to_file()
+    data = checkpoint_file.encode(stored)
+    sha256 = checkpoint_file.sha256_hex(data)
+    store.put(session, sha256, data)
+    row = Checkpoint(
+        id=checkpoint_id or new_id("ckpt"),
+        name=name,
+        arch=stored.arch.to_dict(),
+        format=stored.format,
+        dtype="int8" if stored.format == "int8" else "float32",
+        source_format=stored.source_format,
+        quantization=stored.quantization,
+        sha256=sha256,
+        size_bytes=len(data),
+        param_bytes=stored.param_bytes,
+        created_by_job=job_id,
+        output_index=output_index,
+    )
+    session.add(row)
+    return row
+
+
+def add_lineage(session: Session, parent_id: str, child_id: str, role: str, job_id: str | None) -> None:
+    session.add(LineageEdge(parent_id=parent_id, child_id=child_id, role=role, job_id=job_id))
+
+
+def read_checkpoint_file(session: Session, store: ArtifactStore, row: Checkpoint) -> CheckpointFile:
+    """The stored checkpoint as numpy arrays (what the web process reads)."""
+    return checkpoint_file.decode(store.get(session, row.sha256))
+
+
+def read_checkpoint(session: Session, store: ArtifactStore, row: Checkpoint) -> artifacts.Checkpoint:
+    """The stored checkpoint as torch tensors (what the stages compute with)."""
+    # Imported here: core.artifacts loads torch, which the web process never needs.
+    from core import artifacts
+
+    return artifacts.from_file(read_checkpoint_file(session, store, row))
+
+
+def create_state_buffer(
+    session: Session,
+    store: ArtifactStore,
+    states: np.ndarray,
+    *,
+    actions: np.ndarray | None = None,
+    name: str | None = None,
+) -> StateBuffer:
+    data = dump_npy(states)
+    sha256 = checkpoint_file.sha256_hex(data)
+    store.put(session, sha256, data)
+    actions_sha256 = actions_max = None
+    if actions is not None:
+        actions_data = dump_actions(actions)
+        actions_sha256 = checkpoint_file.sha256_hex(actions_data)
+        store.put(session, actions_sha256, actions_data)
+        actions_max = int(actions.max()) if actions.size else None
+    row = StateBuffer(
+        name=name,
+        n=int(states.shape[0]),
+        dim=int(states.shape[1]),
+        sha256=sha256,
+        size_bytes=len(data),
+        actions_sha256=actions_sha256,
+        actions_max=actions_max,
+    )
+    session.add(row)
+    return row
+
+
+def read_actions(session: Session, store: ArtifactStore, states_id: str) -> np.ndarray | None:
+    """The actions stored with a state buffer (int64), or None."""
+    row = session.get(StateBuffer, states_id)
+    if row is None or row.actions_sha256 is None:
+        return None
+    return np.load(io.BytesIO(store.get(session, row.actions_sha256)), allow_pickle=False)
+
+
+def read_states(session: Session, store: ArtifactStore, states_id: str | None, synthetic, input_dim: int) -> np.ndarray:
+    """The ``(n, input_dim)`` float32 states a job asked for, by id or as a synthetic spec."""
+    if synthetic is not None:
+        return synthetic_states(synthetic, input_dim)
+    row = session.get(StateBuffer, states_id)
+    if row is None:
+        raise LookupError(f"state buffer {states_id} not found")
+    return validate_states(load_npy(store.get(session, row.sha256)), input_dim)
+
+
+def lineage_parent(session: Session, child_id: str, role: str) -> str | None:
+    """The parent recorded for ``child_id`` under ``role`` (e.g. ``parent_a``), if any."""
+    return session.exec(
+        select(LineageEdge.parent_id).where(LineageEdge.child_id == child_id, LineageEdge.role == role)
+    ).first()
+
+
+def training_states_seed(session: Session, checkpoint_id: str) -> int | None:
+    """The synthetic-states seed of the job that made ``checkpoint_id``, if it trained on synthetic states."""
+    row = session.get(Checkpoint, checkpoint_id)
+    job = session.get(Job, row.created_by_job) if row is not None and row.created_by_job else None
+    synthetic = ((job.params if job else {}).get("states") or {}).get("synthetic") or {}
+    return synthetic.get("seed")
+
+
+def lineage(session: Session, checkpoint_id: str) -> tuple[list[Checkpoint], list[LineageEdge]]:
+    """The checkpoint and all its ancestors, with the edges between them (breadth first, bounded)."""
+    start = session.get(Checkpoint, checkpoint_id)
+    if start is None:
+        raise LookupError(checkpoint_id)
+    nodes = {start.id: start}
+    edges: list[LineageEdge] = []
+    frontier = deque([start.id])
+    while frontier and len(nodes) < LINEAGE_MAX_NODES:
+        child_id = frontier.popleft()
+        for edge in session.exec(
+            select(LineageEdge).where(LineageEdge.child_id == child_id).order_by(col(LineageEdge.id))
+        ):
+            edges.append(edge)
+            parent = session.get(Checkpoint, edge.parent_id) if edge.parent_id not in nodes else None
+            if parent is not None:
+                nodes[edge.parent_id] = parent
+                frontier.append(edge.parent_id)
+    return list(nodes.values()), edges

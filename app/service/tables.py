@@ -1,0 +1,160 @@
+"""SQLModel tables and the API's public views of them, side by side.
+
+The schema itself is owned by Alembic (``migrations/``); these classes
+describe it. JSON columns hold architecture, params and report bodies.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class JobStatus(StrEnum):
+    """``waiting``: a composite job (search, pipeline) whose children are running; it is re-queued when one finishes."""
+
+    queued = "queued"
+    running = "running"
+    waiting = "waiting"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Blob(SQLModel, table=True):
+    """Artifact bytes by content hash (the default artifact store)."""
+
+    __tablename__ = "blobs"
+    sha256: str = Field(primary_key=True, max_length=64)
+    size_bytes: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("parent_job_id", "child_key"),)
+    id: str = Field(default_factory=lambda: new_id("job"), primary_key=True, max_length=40)
+    kind: str = Field(index=True, max_length=40)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: JobStatus = Field(default=JobStatus.queued, index=True)
+    progress: float = 0.0
+    stage: str = Field(default="queued", max_length=200)
+    error: str | None = Field(default=None, max_length=2000)
+    attempts: int = 0
+    claim_token: str | None = Field(default=None, max_length=40)
+    cancel_requested: bool = False
+    parent_job_id: str | None = Field(default=None, foreign_key="jobs.id", index=True, max_length=40)
+    child_key: str | None = Field(
+        default=None, max_length=120, description="the child's name within its parent (unique per parent)"
+    )
+    summary: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True), description="partial results while running"
+    )
+    wake_interval_s: float | None = Field(
+        default=None,
+        description="waiting: None wakes on every finished child; else when all are, or at most this often",
+    )
+    owner: str = Field(
+        default="",
+        max_length=64,
+        description="fingerprint of the API key that queued it (children inherit it); '' when the API is open",
+    )
+    claimed_by: str | None = Field(
+        default=None,
+        max_length=120,
+        description="host:pid of the worker running it, so a supervisor can re-queue it when that process dies",
+    )
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    published_at: datetime | None = None
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Checkpoint(SQLModel, table=True):
+    __tablename__ = "checkpoints"
+    id: str = Field(default_factory=lambda: new_id("ckpt"), primary_key=True, max_length=40)
+    name: str | None = Field(default=None, max_length=200)
+    arch: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    format: str = Field(max_length=16)
+    dtype: str = Field(max_length=16, description="storage dtype of the Linear weights")
+    source_format: str = Field(
+        default="recomb", max_length=16, description="the layout the network came from (what a pt export restores)"
+    )
+    quantization: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    sha256: str = Field(index=True, max_length=64)
+    size_bytes: int
+    param_bytes: int
+    created_by_job: str | None = Field(default=None, foreign_key="jobs.id", index=True, max_length=40)
+    output_index: int = 0
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class LineageEdge(SQLModel, table=True):
+    __tablename__ = "lineage_edges"
+    __table_args__ = (UniqueConstraint("parent_id", "child_id", "role"),)
+    id: int | None = Field(default=None, primary_key=True)
+    parent_id: str = Field(foreign_key="checkpoints.id", index=True, max_length=40)
+    child_id: str = Field(foreign_key="checkpoints.id", index=True, max_length=40)
+    role: str = Field(max_length=40)
+    job_id: str | None = Field(default=None, foreign_key="jobs.id", max_length=40)
+
+
+class StateBuffer(SQLModel, table=True):
+    __tablename__ = "state_buffers"
+    id: str = Field(default_factory=lambda: new_id("st"), primary_key=True, max_length=40)
+    name: str | None = Field(default=None, max_length=200)
+    n: int
+    dim: int
+    sha256: str = Field(index=True, max_length=64)
+    size_bytes: int
+    actions_sha256: str | None = Field(
+        default=None, max_length=64, description="the actions recorded with the states (int64 .npy), if uploaded"
+    )
+    actions_max: int | None = Field(
+        default=None, description="the largest recorded action index, checked against a network's outputs"
+    )
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def has_actions(self) -> bool:
+        return self.actions_sha256 is not None
+
+
+class Report(SQLModel, table=True):
+    __tablename__ = "reports"
+    id: str = Field(default_factory=lambda: new_id("rep"), primary_key=True, max_length=40)
+    job_id: str = Field(foreign_key="jobs.id", index=True, max_length=40)
+    kind: str = Field(index=True, max_length=40)
+    schema_version: str = Field(max_length=16)
+    passed: bool
+    body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """What a POST with an ``Idempotency-Key`` created, scoped to its caller and route (``idempotency``)."""
+
+    __tablename__ = "idempotency_keys"
+    owner: str = Field(primary_key=True, max_length=64)
+    route: str = Field(primary_key=True, max_length=80)
+    key: str = Field(primary_key=True, max_length=200)
+    request_sha256: str = Field(max_length=64)
+    resource_id: str = Field(max_length=40)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
