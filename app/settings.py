@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="wait before the first retry of a webhook; doubled after each failure"
     )
     webhook_poll_interval_s: float = Field(
-        default=0.5, gt=0, description="how often each worker looks for webhook deliveries that are due"
+        default=1.0, gt=0, description="how often each worker looks for webhook deliveries that are due"
     )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = Field(

@@ -14,7 +14,7 @@ from tests.webhook_receiver import running_receiver
 pytestmark = pytest.mark.integration
 SECRET = "integration-shared-secret"
 # Two workers poll the outbox; a second POST of the event, were there one, would come within a few polls.
-DUPLICATE_WINDOW_POLLS = 4
+DUPLICATE_WINDOW_POLLS = 3
 
 
 def test_a_succeeded_job_is_posted_once_signed_and_recorded(stack):
