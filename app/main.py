@@ -32,6 +32,7 @@ from app.api.middleware import (  # noqa: E402
     uses_database,
 )
 from app.api.routes import (  # noqa: E402
+    audit_log,
     checkpoints,
     dashboard,
     docs,
@@ -41,6 +42,7 @@ from app.api.routes import (  # noqa: E402
     monitoring,
     reports,
     state_buffers,
+    webhooks,
 )
 from app.api.schemas import ErrorDetail  # noqa: E402
 from app.contracts.job_fields import add_operating_caps  # noqa: E402
@@ -62,6 +64,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status_code, description in (
         (400, "a body that cannot be parsed (not JSON, broken multipart)"),
         (401, "missing or invalid API key (only when RECOMB_API_KEYS is set)"),
+        (403, "the API key's role does not allow this request (read < submit < admin)"),
         (404, "an id in the path or body names nothing"),
         (413, "a body larger than RECOMB_MAX_BODY_BYTES (uploads: RECOMB_MAX_UPLOAD_BYTES)"),
         (422, "a malformed request (a list of field errors) or a value the service cannot use (a message)"),
@@ -187,7 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         what="job submissions",
         setting="RECOMB_SUBMIT_CONCURRENCY",
     )
-    app.add_middleware(ApiKeyGate, keys=settings.api_key_list, public_docs=settings.public_docs)
+    app.add_middleware(ApiKeyGate, keys=settings.api_key_roles, public_docs=settings.public_docs)
     app.add_exception_handler(OperationalError, database_unreachable)
     app.add_exception_handler(PoolTimeout, database_busy)
     app.add_exception_handler(DataError, value_not_storable)
@@ -197,6 +200,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(docs.router)
     app.include_router(health.router)
-    for module in (checkpoints, state_buffers, jobs, reports):
+    for module in (checkpoints, state_buffers, jobs, reports, webhooks, audit_log):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

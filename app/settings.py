@@ -9,11 +9,37 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+Role = Literal["read", "submit", "admin"]
+# Each role can do what the ones before it can: read < submit < admin.
+ROLES: tuple[Role, ...] = ("read", "submit", "admin")
+# A key written without a role: every key could do everything before roles existed.
+BARE_KEY_ROLE: Role = "admin"
+
+
+def parse_api_keys(text: str) -> list[tuple[str, Role]]:
+    """``"k1,k2:read"`` -> ``[("k1", "admin"), ("k2", "read")]``; a suffix after the last ``:`` must be a role."""
+    parsed: list[tuple[str, Role]] = []
+    for index, entry in enumerate(item.strip() for item in text.split(",")):
+        if not entry:
+            continue
+        key, colon, role = entry.rpartition(":")
+        if not colon:
+            parsed.append((entry, BARE_KEY_ROLE))
+            continue
+        if role not in ROLES or not key:
+            # Never echo the entry: it holds a secret.
+            raise ValueError(
+                f"RECOMB_API_KEYS entry {index + 1}: expected key or key:role with role one of {', '.join(ROLES)}"
+            )
+        parsed.append((key, role))
+    return parsed
+
 
 class Settings(BaseSettings):
     """Embedded defaults (SQLite + filesystem broker under ``data_dir``) unless URLs say otherwise."""
 
-    model_config = SettingsConfigDict(env_prefix="RECOMB_", extra="ignore")
+    # Errors never repeat the value they refuse: API keys and database URLs hold secrets.
+    model_config = SettingsConfigDict(env_prefix="RECOMB_", extra="ignore", hide_input_in_errors=True)
 
     data_dir: Path = Path("./var")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in data_dir")
@@ -26,7 +52,11 @@ class Settings(BaseSettings):
     queue: str = "recomb"
     artifact_store: Literal["db", "dir"] = "db"
     artifact_dir: Path | None = None
-    api_keys: str = Field(default="", description="comma-separated bearer tokens; empty = open, bound to 127.0.0.1")
+    api_keys: str = Field(
+        default="",
+        description="comma-separated bearer tokens, each `key` (admin) or `key:role` with role read, submit or admin; "
+        "empty = open, bound to 127.0.0.1",
+    )
     max_upload_bytes: int = Field(
         default=64 * 1024 * 1024, gt=0, description="largest upload body, and largest tensor data a .pt may unpack to"
     )
@@ -89,6 +119,18 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 10.0
     requeue_after_s: float = 300.0
     max_attempts: int = 3
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="let webhooks reach loopback, private, link-local and unspecified addresses (refused by default)",
+    )
+    webhook_attempts: int = Field(default=5, ge=1, le=20, description="deliveries of one event before giving up")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60, description="time one webhook delivery may take")
+    webhook_base_delay_s: float = Field(
+        default=2.0, gt=0, description="wait before the first retry of a webhook; doubled after each failure"
+    )
+    webhook_poll_interval_s: float = Field(
+        default=1.0, gt=0, description="how often each worker looks for webhook deliveries that are due"
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = Field(
         default="json", description="format of the `recomb api` and `recomb worker` logs"
@@ -115,9 +157,20 @@ class Settings(BaseSettings):
     def resolved_artifact_dir(self) -> Path:
         return (self.artifact_dir or self.data_dir / "artifacts").expanduser().resolve()
 
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _known_roles(cls, value: str) -> str:
+        parse_api_keys(value)  # a typo in a role must stop the service, not grant or deny access silently
+        return value
+
     @property
     def api_key_list(self) -> list[str]:
-        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+        return [key for key, _ in parse_api_keys(self.api_keys)]
+
+    @property
+    def api_key_roles(self) -> list[tuple[str, Role]]:
+        """Each configured key with its role: ``key:role``, or a bare ``key`` with the admin role."""
+        return parse_api_keys(self.api_keys)
 
     @property
     def is_embedded(self) -> bool:

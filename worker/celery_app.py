@@ -22,23 +22,25 @@ from app.logs import bind_job_id_to_celery_tasks  # noqa: E402
 from app.service.queue import get_celery  # noqa: E402
 from app.settings import get_settings  # noqa: E402
 from worker.reconciler import start_reconciler  # noqa: E402
+from worker.webhook_sender import start_webhook_sender  # noqa: E402
 
 torch.set_num_threads(1)
 celery = get_celery()
 bind_job_id_to_celery_tasks()
-_stop_reconciler = threading.Event()
+_stop_background = threading.Event()
 
 import worker.tasks  # noqa: E402,F401  (registers every job kind on ``celery``)
 
 
 @worker_ready.connect
 def _start_background(**_: object) -> None:
-    start_reconciler(get_settings(), _stop_reconciler)
+    start_reconciler(get_settings(), _stop_background)
+    start_webhook_sender(get_settings(), _stop_background)
     logging.getLogger("recomb.worker").info(
         "worker ready: torch %s, %d thread(s)", torch.__version__, torch.get_num_threads()
     )
 
 
 @worker_shutdown.connect
-def _stop_background(**_: object) -> None:
-    _stop_reconciler.set()
+def _stop_background_threads(**_: object) -> None:
+    _stop_background.set()

@@ -8,13 +8,14 @@ block (the database session) stays a plain function.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
 from celery import Celery
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, func, select
@@ -22,12 +23,12 @@ from sqlmodel.sql.expression import Select, SelectOfScalar
 
 from app.api.errors import not_found, valid_id
 from app.api.idempotency import IdempotentRequest
-from app.api.middleware import caller_of
+from app.api.middleware import caller_of, role_of
 from app.api.schemas import MAX_OFFSET
 from app.service.db import get_engine
 from app.service.store import ArtifactStore, get_store
 from app.service.tables import Job
-from app.settings import Settings
+from app.settings import ROLES, Role, Settings
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -93,6 +94,32 @@ async def get_caller(
 
 AuthDep = Depends(get_caller)
 CallerDep = Annotated[str, Depends(get_caller)]
+
+
+@functools.cache  # one dependency per role, so FastAPI checks a role once per request however often it is named
+def require_role(role: Role) -> Any:
+    """A dependency that admits keys holding ``role`` or a higher one (read < submit < admin) and yields the
+    caller's fingerprint; any other key gets 403 naming the role it has and the one the request needs.
+    """
+    needed = ROLES.index(role)
+
+    async def caller_with_role(request: Request, caller: CallerDep) -> str:
+        held = role_of(request.scope)
+        if ROLES.index(held) < needed:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this API key has the {held} role; {request.method} {request.url.path} needs {role} "
+                f"(RECOMB_API_KEYS grants it as key:{role})",
+            )
+        return caller
+
+    caller_with_role.__name__ = f"require_{role}_role"
+    return Depends(caller_with_role)
+
+
+# The caller's fingerprint, once the key's role allows the request.
+SubmitterDep = Annotated[str, require_role("submit")]
+AdminDep = Annotated[str, require_role("admin")]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -152,12 +179,14 @@ class Pagination:
     ) -> None:
         self.limit, self.offset = limit, offset
 
-    def page(self, session: Session, query: Select | SelectOfScalar, model: type[SQLModel]) -> dict:
-        """``{items, total, limit, offset}`` of ``query``, ordered by ``created_at`` then id."""
+    def page(
+        self, session: Session, query: Select | SelectOfScalar, model: type[SQLModel], newest_by: str = "created_at"
+    ) -> dict:
+        """``{items, total, limit, offset}`` of ``query``, newest first by the ``newest_by`` column, then id."""
         total = session.exec(select(func.count()).select_from(query.subquery())).one()
-        columns = model.__table__.c  # type: ignore[attr-defined]  # every listed table has id and created_at
+        columns = model.__table__.c  # type: ignore[attr-defined]  # every listed table has an id and a time column
         items = session.exec(
-            query.order_by(columns.created_at.desc(), columns.id).offset(self.offset).limit(self.limit)
+            query.order_by(columns[newest_by].desc(), columns.id).offset(self.offset).limit(self.limit)
         ).all()
         return {"items": list(items), "total": total, "limit": self.limit, "offset": self.offset}
 

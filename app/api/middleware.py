@@ -36,6 +36,8 @@ import anyio
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.settings import ROLES, Role
+
 UPLOAD_PATHS = ("/checkpoints", "/states")
 BODY_METHODS = ("POST", "PUT", "PATCH")
 UPLOAD_SLOT_WAIT_S = 2.0
@@ -58,6 +60,11 @@ def key_fingerprint(key: str) -> str:
 def caller_of(scope: Scope) -> str:
     """The fingerprint ``ApiKeyGate`` recorded for this request ("" when the API is open)."""
     return scope.get("state", {}).get("caller", "")
+
+
+def role_of(scope: Scope) -> Role:
+    """The role of the key ``ApiKeyGate`` let in; an open API (no keys configured) trusts every caller as admin."""
+    return scope.get("state", {}).get("role", ROLES[-1])
 
 
 def is_upload(scope: Scope) -> bool:
@@ -86,9 +93,9 @@ async def send_error(send: Send, status_code: int, detail: str, headers: dict[st
 class ApiKeyGate:
     """Refuse requests without a valid bearer token (keys compared in constant time) before their body is read."""
 
-    def __init__(self, app: ASGIApp, keys: list[str], public_docs: bool) -> None:
+    def __init__(self, app: ASGIApp, keys: list[tuple[str, Role]], public_docs: bool) -> None:
         self.app = app
-        self.fingerprints = [(key.encode(), key_fingerprint(key)) for key in keys]
+        self.fingerprints = [(key.encode(), key_fingerprint(key), role) for key, role in keys]
         self.open_paths = OPEN_PATHS | DOCS_PATHS if public_docs else OPEN_PATHS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -96,17 +103,17 @@ class ApiKeyGate:
             await self.app(scope, receive, send)
             return
         offered = _bearer_token(scope)
-        caller = ""
+        caller, caller_role = "", ROLES[0]
         # Compare with every key, without an early exit, so timing reveals nothing.
-        for key, fingerprint in self.fingerprints:
+        for key, fingerprint, role in self.fingerprints:
             if hmac.compare_digest(offered, key):
-                caller = fingerprint
+                caller, caller_role = fingerprint, role
         if not caller:
             await send_error(
                 send, status.HTTP_401_UNAUTHORIZED, "missing or invalid API key", {"WWW-Authenticate": "Bearer"}
             )
             return
-        scope.setdefault("state", {})["caller"] = caller
+        scope.setdefault("state", {}).update(caller=caller, role=caller_role)
         await self.app(scope, receive, send)
 
     def _is_open(self, path: str) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +52,10 @@ class CheckpointPublic(BaseModel):
     size_bytes: int
     param_bytes: int
     created_by_job: str | None
+    created_by: str = Field(
+        description="fingerprint of the API key that uploaded or synthesised it, or that queued the job that made "
+        "it ('' when the API is open)"
+    )
     created_at: datetime
 
 
@@ -94,6 +98,9 @@ class JobPublic(BaseModel):
     attempts: int
     cancel_requested: bool
     parent_job_id: str | None
+    owner: str = Field(
+        description="fingerprint of the API key that queued it (children inherit it); '' when the API is open"
+    )
     summary: dict[str, Any] | None = Field(
         default=None, description="partial results of a running composite job, e.g. the search leaderboard so far"
     )
@@ -120,6 +127,76 @@ class ReportPublic(ReportSummary):
     body: ReportBody = Field(
         description="the report of one job kind (`kind` tells which), with the computed `figures` it shows"
     )
+
+
+WebhookEvent = Literal["job.succeeded", "job.failed", "job.cancelled"]
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://hooks.example.com/recomb",
+                    "events": ["job.succeeded", "job.failed"],
+                    "secret": "a-long-random-shared-secret",
+                }
+            ]
+        },
+    )
+    url: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="http:// or https:// URL that receives a signed JSON POST per event; its host must resolve to "
+        "public addresses only, unless RECOMB_WEBHOOK_ALLOW_PRIVATE=true",
+    )
+    events: list[WebhookEvent] = Field(
+        default=["job.succeeded", "job.failed", "job.cancelled"],
+        min_length=1,
+        max_length=3,
+        description="the job endings to notify: job.succeeded, job.failed, job.cancelled (default: all three)",
+    )
+    secret: str = Field(
+        min_length=16,
+        max_length=200,
+        description="shared secret: X-Recomb-Signature is sha256=<hex HMAC-SHA256 of the raw body with it>; "
+        "stored, never returned",
+    )
+
+
+class WebhookPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str = Field(description="the webhook's id")
+    url: str = Field(description="where events are POSTed")
+    events: list[str] = Field(description="the job endings it is notified of")
+    created_by: str = Field(description="fingerprint of the API key that registered it ('' when the API is open)")
+    created_at: datetime = Field(description="when it was registered")
+
+
+class WebhookDeliveryPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: str = Field(description="this attempt's id")
+    event_id: str = Field(description="the event's id, the same for each attempt at it (header X-Recomb-Event-Id)")
+    event: str = Field(description="job.succeeded, job.failed or job.cancelled")
+    job_id: str = Field(description="the job that ended")
+    attempt: int = Field(description="1 for the first delivery of the event, then 2, 3, ... for the retries")
+    due_at: datetime = Field(description="when the attempt was (or is) due, after the backoff for a retry")
+    sent_at: datetime | None = Field(description="when it was made; null while it waits in the outbox")
+    status_code: int | None = Field(description="the receiver's HTTP status, if it answered")
+    error: str | None = Field(description="why the attempt failed: a non-2xx status, a timeout, a refused address")
+    duration_ms: float | None = Field(description="how long the attempt took, in milliseconds")
+
+
+class AuditEventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int = Field(description="the event's sequence number")
+    at: datetime = Field(description="when the change was committed")
+    actor: str = Field(description="fingerprint of the API key that made the change ('' when the API is open)")
+    action: str = Field(description="what was done, e.g. webhook.create, webhook.delete")
+    target_type: str = Field(description="the kind of thing changed, e.g. webhook")
+    target_id: str = Field(description="the id of the thing changed")
+    detail: dict[str, Any] = Field(description="facts about the change (never a secret)")
 
 
 # The largest OFFSET SQLite and PostgreSQL accept (a signed 64-bit integer); beyond it they fail, not page.

@@ -30,8 +30,15 @@ def create_checkpoint(
     name: str | None = None,
     job_id: str | None = None,
     output_index: int = 0,
+    created_by: str = "",
 ) -> Checkpoint:
-    """Encode ``checkpoint`` (numpy or torch), store its bytes by hash and add its row."""
+    """Encode ``checkpoint`` (numpy or torch), store its bytes by hash and add its row.
+
+    ``created_by`` is the fingerprint of the uploader's API key; a job's output belongs to whoever queued the
+    job (its ``owner``, which children inherit).
+    """
+    if job_id is not None:
+        created_by = session.exec(select(Job.owner).where(col(Job.id) == job_id)).one()
     stored = checkpoint if isinstance(checkpoint, CheckpointFile) else checkpoint.to_file()
     data = checkpoint_file.encode(stored)
     sha256 = checkpoint_file.sha256_hex(data)
@@ -48,6 +55,7 @@ def create_checkpoint(
         size_bytes=len(data),
         param_bytes=stored.param_bytes,
         created_by_job=job_id,
+        created_by=created_by,
         output_index=output_index,
     )
     session.add(row)

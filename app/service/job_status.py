@@ -8,6 +8,8 @@ give up, wake stranded, re-publish) and the cancel route go through here;
 ``tests/test_job_status.py`` checks by AST that no other module writes a
 job's status. Functions execute on the caller's session and leave the
 commit to it, so a transition can share a transaction with its outputs.
+Every transition to a terminal status adds the job's webhook events
+(``app.service.webhook_outbox``) to the same transaction: one per ending.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.engine import Row
 from sqlmodel import Session, col
 
+from app.service import webhook_outbox
 from app.service.tables import Job, JobStatus, utcnow
 
 CANCELLABLE_AT_ONCE = (JobStatus.queued, JobStatus.waiting)
@@ -66,12 +69,15 @@ def finish(
     """running -> succeeded, failed or cancelled, if ``claim_token`` still holds; ``values`` are written with it."""
     if status == JobStatus.succeeded:
         values |= {"progress": 1.0, "stage": "done"}
-    return _changed(
+    finished = _changed(
         session,
         update(Job)
         .where(col(Job.id) == job_id, col(Job.claim_token) == claim_token)
         .values(**values, status=status, finished_at=utcnow(), error=error, claim_token=None),
     )
+    if finished:
+        webhook_outbox.add_job_events(session, [job_id], status)
+    return finished
 
 
 def hold_for_children(session: Session, job_id: str, claim_token: str) -> bool:
@@ -143,12 +149,15 @@ def wake_stranded(session: Session, job: Job, now: datetime) -> bool:
 
 def give_up(session: Session, job: Job, now: datetime, error: str) -> bool:
     """running -> failed after too many lost workers, if unchanged since read."""
-    return _changed(
+    given_up = _changed(
         session,
         update(Job)
         .where(_if_unchanged(job))
         .values(status=JobStatus.failed, finished_at=now, claim_token=None, error=error),
     )
+    if given_up:
+        webhook_outbox.add_job_events(session, [job.id], JobStatus.failed)
+    return given_up
 
 
 def republish(session: Session, job: Job, now: datetime) -> bool:
@@ -166,8 +175,11 @@ def cancel(session: Session, job_id: str) -> None:
     # Flag first: a parent creating children holds its row (``hold_for_children``) until they are committed,
     # so the statement below then sees them.
     session.exec(update(Job).where(family, col(Job.status) == JobStatus.running).values(cancel_requested=True))
-    session.exec(
+    cancelled = session.exec(
         update(Job)
         .where(family, col(Job.status).in_(CANCELLABLE_AT_ONCE))
         .values(status=JobStatus.cancelled, finished_at=utcnow(), stage="cancelled")
-    )
+        .returning(col(Job.id))
+    ).all()
+    # Running ones end later, through ``finish``, which adds their events then.
+    webhook_outbox.add_job_events(session, [cancelled_id for (cancelled_id,) in cancelled], JobStatus.cancelled)

@@ -102,6 +102,11 @@ class Checkpoint(SQLModel, table=True):
     size_bytes: int
     param_bytes: int
     created_by_job: str | None = Field(default=None, foreign_key="jobs.id", index=True, max_length=40)
+    created_by: str = Field(
+        default="",
+        max_length=64,
+        description="fingerprint of the API key that uploaded or synthesised it, or that queued the job making it",
+    )
     output_index: int = 0
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
@@ -158,3 +163,52 @@ class IdempotencyRecord(SQLModel, table=True):
     request_sha256: str = Field(max_length=64)
     resource_id: str = Field(max_length=40)
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Webhook(SQLModel, table=True):
+    """A URL notified, with a signed POST, of the job events it subscribed to."""
+
+    __tablename__ = "webhooks"
+    id: str = Field(default_factory=lambda: new_id("wh"), primary_key=True, max_length=40)
+    url: str = Field(max_length=2000)
+    events: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    secret: str = Field(max_length=200, description="HMAC-SHA256 key of the signature; never returned")
+    created_by: str = Field(default="", max_length=64, description="fingerprint of the API key that registered it")
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One attempt to deliver one event to one webhook; the rows not yet sent are the outbox.
+
+    A job's ending adds the first attempt of each subscribed webhook's event
+    in the transaction that ends the job; a failed attempt adds the next one,
+    due after the backoff, in the transaction that records the failure.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    id: str = Field(default_factory=lambda: new_id("dlv"), primary_key=True, max_length=40)
+    webhook_id: str = Field(foreign_key="webhooks.id", index=True, max_length=40)
+    event_id: str = Field(max_length=40, description="the same for every attempt at one event (X-Recomb-Event-Id)")
+    event: str = Field(max_length=40)
+    job_id: str = Field(index=True, max_length=40)
+    attempt: int
+    due_at: datetime = Field(index=True)
+    leased_until: datetime | None = Field(default=None, description="a worker is sending it until then")
+    sent_at: datetime | None = Field(default=None, index=True)
+    status_code: int | None = None
+    error: str | None = Field(default=None, max_length=500)
+    duration_ms: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who changed what: one row per administrative change, written in the change's own transaction."""
+
+    __tablename__ = "audit_events"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=64, description="fingerprint of the API key that made the change ('' when open)")
+    action: str = Field(index=True, max_length=80)
+    target_type: str = Field(index=True, max_length=40)
+    target_id: str = Field(index=True, max_length=120)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

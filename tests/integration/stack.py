@@ -264,6 +264,8 @@ def _base_env(root: Path) -> dict[str, str]:
         "RECOMB_HEARTBEAT_INTERVAL_S": "1",
         "RECOMB_HEARTBEAT_TIMEOUT_S": "6",
         "RECOMB_RECONCILE_INTERVAL_S": "1",
+        # Webhook tests' receivers listen on 127.0.0.1.
+        "RECOMB_WEBHOOK_ALLOW_PRIVATE": "true",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "OMP_NUM_THREADS": "1",
     }

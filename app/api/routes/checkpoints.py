@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Response, Uploa
 from pydantic import ValidationError
 from sqlmodel import select
 
-from app.api.deps import AuthDep, IdempotencyDep, PageDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import AuthDep, IdempotencyDep, PageDep, SessionDep, SettingsDep, StoreDep, SubmitterDep
 from app.api.errors import get_or_404, unprocessable
 from app.api.idempotency import commit_once, replay
 from app.api.schemas import (
@@ -49,6 +49,7 @@ def upload_checkpoint(
     store: StoreDep,
     settings: SettingsDep,
     idempotency: IdempotencyDep,
+    caller: SubmitterDep,
     file: Annotated[
         UploadFile,
         File(
@@ -82,7 +83,7 @@ def upload_checkpoint(
     except CheckpointError as error:
         raise unprocessable(str(error)) from error
     enforce_param_cap(checkpoint.arch, settings)
-    row = crud.create_checkpoint(session, store, checkpoint, name=file_name(name, file))
+    row = crud.create_checkpoint(session, store, checkpoint, name=file_name(name, file), created_by=caller)
     return commit_once(session, request, row, Checkpoint)[0]
 
 
@@ -110,6 +111,7 @@ def create_synthetic_checkpoint(
     store: StoreDep,
     settings: SettingsDep,
     idempotency: IdempotencyDep,
+    caller: SubmitterDep,
 ) -> Checkpoint:
     """A freshly initialised parent of any architecture of the family, bit-identical for equal ``{arch, seed}``."""
     request = idempotency.of(body.model_dump(mode="json"))
@@ -121,7 +123,7 @@ def create_synthetic_checkpoint(
         checkpoint_file.init_arrays(arch, body.seed), arch, metadata={"origin": "synthetic", "seed": body.seed}
     )
     name = body.name or f"synthetic-{arch.describe().replace(' ', '-')}-seed{body.seed}"
-    row = crud.create_checkpoint(session, store, checkpoint, name=name)
+    row = crud.create_checkpoint(session, store, checkpoint, name=name, created_by=caller)
     return commit_once(session, request, row, Checkpoint)[0]
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, st
 from sqlmodel import Session, col, select
 
 from app.api import admission
-from app.api.deps import AuthDep, CallerDep, CeleryDep, IdempotencyDep, PageDep, SessionDep, SettingsDep
+from app.api.deps import AuthDep, CeleryDep, IdempotencyDep, PageDep, SessionDep, SettingsDep, SubmitterDep
 from app.api.errors import get_or_404, unprocessable
 from app.api.idempotency import commit_once, replay
 from app.api.schemas import ErrorDetail, JobPublic, Page
@@ -216,7 +216,7 @@ def _route_for(job_kind: JobKind) -> Callable[..., JobPublic]:
         session: SessionDep,
         celery: CeleryDep,
         settings: SettingsDep,
-        caller: CallerDep,
+        caller: SubmitterDep,
         idempotency: IdempotencyDep,
         response: Response,
         http_request: Request,
@@ -312,7 +312,7 @@ def get_job(job_id: str, session: SessionDep) -> JobPublic:
     status_code=status.HTTP_202_ACCEPTED,
     responses={409: {"description": "the job already finished"}},
 )
-def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
+def cancel_job(job_id: str, session: SessionDep, _caller: SubmitterDep) -> JobPublic:
     """Cancel a job and its children: queued ones at once, running ones at their next step."""
     job = get_job_row(session, job_id)
     if job.status in TERMINAL_STATUSES:

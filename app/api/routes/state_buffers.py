@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, UploadFile, status
 from sqlmodel import select
 
-from app.api.deps import AuthDep, IdempotencyDep, PageDep, SessionDep, SettingsDep, StoreDep
+from app.api.deps import AuthDep, IdempotencyDep, PageDep, SessionDep, SettingsDep, StoreDep, require_role
 from app.api.errors import get_or_404, unprocessable
 from app.api.idempotency import commit_once, replay
 from app.api.schemas import Page, StatesPublic
@@ -20,7 +20,13 @@ from core.states import StatesTooLargeError, load_states_upload
 router = APIRouter(prefix="/states", tags=["states"], dependencies=[AuthDep])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=StatesPublic, responses=UPLOAD_ERROR_RESPONSES)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StatesPublic,
+    responses=UPLOAD_ERROR_RESPONSES,
+    dependencies=[require_role("submit")],
+)
 def upload_states(
     session: SessionDep,
     store: StoreDep,
