@@ -6,6 +6,7 @@ the same answer and a restart loses nothing.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Integer, Select, case, cast
+from sqlalchemy import Float, Integer, Select, case, cast
 from sqlmodel import Session, col, func, select
 
 from app.contracts.job_kinds import JOB_KINDS
@@ -70,15 +71,22 @@ class RecombCollector(Collector):
 
     @staticmethod
     def _durations(rows: Sequence[tuple[Any, ...]]) -> HistogramMetricFamily:
+        per_bucket: dict[tuple[str, JobStatus], list[int]] = {}
+        total_s: dict[tuple[str, JobStatus], float] = {}
+        for kind, status, bucket, count, seconds in rows:
+            key = (kind, JobStatus(status))
+            per_bucket.setdefault(key, [0] * (len(DURATION_BUCKETS_S) + 1))[bucket] += count
+            total_s[key] = total_s.get(key, 0.0) + float(seconds)
         histogram = HistogramMetricFamily(
             "recomb_job_duration_seconds",
             "Run time of finished jobs (started_at to finished_at of their last run), by kind and final status.",
             labels=["kind", "status"],
         )
-        for kind, status, count, total_s, *cumulative in sorted(rows, key=lambda row: (row[0], JobStatus(row[1]))):
-            buckets = [(str(bound), int(n)) for bound, n in zip(DURATION_BUCKETS_S, cumulative, strict=True)]
-            buckets.append(("+Inf", int(count)))
-            histogram.add_metric([kind, JobStatus(status).value], buckets, sum_value=float(total_s))
+        for (kind, status), counts in sorted(per_bucket.items()):
+            cumulative = list(itertools.accumulate(counts))
+            buckets = [(str(bound), n) for bound, n in zip(DURATION_BUCKETS_S, cumulative, strict=False)]
+            buckets.append(("+Inf", cumulative[-1]))
+            histogram.add_metric([kind, status.value], buckets, sum_value=total_s[(kind, status)])
         return histogram
 
     def _queue(self) -> Iterator[GaugeMetricFamily]:
@@ -97,28 +105,32 @@ class RecombCollector(Collector):
 
 
 def duration_histograms(dialect: str) -> Select:
-    """Per kind and final status of finished jobs: count, summed seconds and the cumulative count of each bucket.
+    """Finished jobs per kind, final status and duration bucket (the index of the first bound they fit, or
+    ``len(DURATION_BUCKETS_S)`` past the last): ``(kind, status, bucket, count, summed seconds)``.
 
-    Computed by the database in one grouped query, so a scrape reads one row per kind and status however many jobs
-    finished.
+    The database does the counting, in one grouped query that returns a few rows per kind and status however many
+    jobs finished; the duration is computed once per job (a materialized CTE), not once per bucket.
     """
     if dialect == "postgresql":
-        seconds: Any = func.extract("epoch", col(Job.finished_at) - col(Job.started_at))
+        seconds: Any = cast(func.extract("epoch", col(Job.finished_at) - col(Job.started_at)), Float)
     else:
-        seconds = _sqlite_microseconds(col(Job.finished_at)) - _sqlite_microseconds(col(Job.started_at))
-        seconds = seconds / 1e6
-    # Clamped: clocks of different worker machines may disagree by a little.
+        seconds = (_sqlite_microseconds(col(Job.finished_at)) - _sqlite_microseconds(col(Job.started_at))) / 1e6
     finished = (
+        # Clamped: clocks of different worker machines may disagree by a little.
         select(Job.kind, Job.status, case((seconds < 0, 0.0), else_=seconds).label("seconds"))
         .where(
             col(Job.status).in_(TERMINAL_STATUSES), col(Job.started_at).is_not(None), col(Job.finished_at).is_not(None)
         )
-        .subquery()
+        .cte("finished")
+        .prefix_with("MATERIALIZED")
     )
-    in_bucket = [func.sum(case((finished.c.seconds <= bound, 1), else_=0)) for bound in DURATION_BUCKETS_S]
+    bucket = case(
+        *((finished.c.seconds <= bound, index) for index, bound in enumerate(DURATION_BUCKETS_S)),
+        else_=len(DURATION_BUCKETS_S),
+    ).label("bucket")
     return select(
-        finished.c.kind, finished.c.status, func.count(), func.sum(finished.c.seconds), *in_bucket
-    ).group_by(finished.c.kind, finished.c.status)
+        finished.c.kind, finished.c.status, bucket, func.count(), func.sum(finished.c.seconds)
+    ).group_by(finished.c.kind, finished.c.status, bucket)
 
 
 def _sqlite_microseconds(stored: Any) -> Any:
