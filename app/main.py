@@ -38,6 +38,7 @@ from app.api.routes import (  # noqa: E402
     health,
     job_events,
     jobs,
+    models,
     monitoring,
     reports,
     state_buffers,
@@ -197,6 +198,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(docs.router)
     app.include_router(health.router)
-    for module in (checkpoints, state_buffers, jobs, reports):
+    for module in (checkpoints, state_buffers, jobs, reports, models):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

@@ -153,11 +153,11 @@ class Pagination:
         self.limit, self.offset = limit, offset
 
     def page(self, session: Session, query: Select | SelectOfScalar, model: type[SQLModel]) -> dict:
-        """``{items, total, limit, offset}`` of ``query``, ordered by ``created_at`` then id."""
+        """``{items, total, limit, offset}`` of ``query``, ordered by ``created_at`` then primary key."""
         total = session.exec(select(func.count()).select_from(query.subquery())).one()
-        columns = model.__table__.c  # type: ignore[attr-defined]  # every listed table has id and created_at
+        table = model.__table__  # type: ignore[attr-defined]  # every listed table has a created_at
         items = session.exec(
-            query.order_by(columns.created_at.desc(), columns.id).offset(self.offset).limit(self.limit)
+            query.order_by(table.c.created_at.desc(), *table.primary_key.columns).offset(self.offset).limit(self.limit)
         ).all()
         return {"items": list(items), "total": total, "limit": self.limit, "offset": self.offset}
 

@@ -429,10 +429,14 @@ class PipelineParams(JobParams):
     stages: ClassVar[tuple[PipelineStage, ...]] = PIPELINE_STAGES
 
     parent_a_id: str | None = Field(
-        default=None, max_length=CHECKPOINT_REF_MAX_LENGTH, description=f"teacher of student A; {CHECKPOINT_REF_DESCRIPTION}"
+        default=None,
+        max_length=CHECKPOINT_REF_MAX_LENGTH,
+        description=f"teacher of student A; {CHECKPOINT_REF_DESCRIPTION}",
     )
     parent_b_id: str | None = Field(
-        default=None, max_length=CHECKPOINT_REF_MAX_LENGTH, description=f"teacher of student B; {CHECKPOINT_REF_DESCRIPTION}"
+        default=None,
+        max_length=CHECKPOINT_REF_MAX_LENGTH,
+        description=f"teacher of student B; {CHECKPOINT_REF_DESCRIPTION}",
     )
     parent_seeds: tuple[ParentSeed, ParentSeed] | None = Field(
         default=None, description="synthesise both parents from these seeds (default (0, 1) without ids)"

@@ -128,9 +128,9 @@ def duration_histograms(dialect: str) -> Select:
         *((finished.c.seconds <= bound, index) for index, bound in enumerate(DURATION_BUCKETS_S)),
         else_=len(DURATION_BUCKETS_S),
     ).label("bucket")
-    return select(
-        finished.c.kind, finished.c.status, bucket, func.count(), func.sum(finished.c.seconds)
-    ).group_by(finished.c.kind, finished.c.status, bucket)
+    return select(finished.c.kind, finished.c.status, bucket, func.count(), func.sum(finished.c.seconds)).group_by(
+        finished.c.kind, finished.c.status, bucket
+    )
 
 
 def _sqlite_microseconds(stored: Any) -> Any:

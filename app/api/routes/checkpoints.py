@@ -16,6 +16,8 @@ from app.api.idempotency import commit_once, replay
 from app.api.schemas import (
     ArchSchema,
     CheckpointPublic,
+    DescendantPublic,
+    DescendantsPublic,
     ErrorDetail,
     LineageEdgePublic,
     LineagePublic,
@@ -200,3 +202,29 @@ def get_lineage(checkpoint_id: str, session: SessionDep) -> dict:
             for edge in edges
         ],
     }
+
+
+@router.get("/{checkpoint_id}/descendants", response_model=DescendantsPublic)
+def get_descendants(checkpoint_id: str, session: SessionDep) -> DescendantsPublic:
+    """What was made from the checkpoint: every descendant through lineage edges, nearest first, with its depth and
+    the role its parent played (at most 500; ``truncated`` says when there are more).
+    """
+    get_checkpoint_row(session, checkpoint_id)
+    found, edges, truncated = crud.descendants(session, checkpoint_id)
+    return DescendantsPublic(
+        root=checkpoint_id,
+        descendants=[
+            DescendantPublic(
+                checkpoint=CheckpointPublic.model_validate(each.checkpoint),
+                depth=each.depth,
+                parent=each.parent,
+                role=each.role,
+            )
+            for each in found
+        ],
+        edges=[
+            LineageEdgePublic(parent=edge.parent_id, child=edge.child_id, role=edge.role, job_id=edge.job_id)
+            for edge in edges
+        ],
+        truncated=truncated,
+    )

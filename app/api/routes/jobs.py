@@ -28,7 +28,7 @@ from app.contracts.job_kinds import (
     StatesSpec,
     SyntheticStatesSpec,
 )
-from app.service import crud, job_status
+from app.service import crud, job_status, registry
 from app.service.queue import publish
 from app.service.tables import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, StateBuffer, utcnow
 from app.settings import Settings
@@ -37,6 +37,33 @@ from core.states import DEFAULT_EVAL_STATES, derive_seed
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[AuthDep])
 log = logging.getLogger("recomb.api")
+
+
+def resolve_model_refs(session: Session, params: JobParams) -> JobParams:
+    """The params with every ``model@alias`` / ``model@3`` replaced by that version's checkpoint id, so the job records
+    what it ran on, whatever the alias points at later.
+
+    404 naming an unknown model, alias or version; 422 for a malformed reference.
+    """
+
+    def resolve(field: str, ref: str) -> str:
+        try:
+            return registry.resolve_checkpoint_ref(session, ref)
+        except LookupError as error:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{field}: {error}") from error
+        except ValueError as error:
+            raise unprocessable(f"{field}: {error}") from error
+
+    resolved: dict[str, Any] = {}
+    for field in params.checkpoint_refs:
+        ref = getattr(params, field)
+        if ref is not None and "@" in ref:
+            resolved[field] = resolve(field, ref)
+    for field in params.checkpoint_list_refs:
+        refs = getattr(params, field) or []
+        if any("@" in ref for ref in refs):
+            resolved[field] = [resolve(f"{field}[{index}]", ref) for index, ref in enumerate(refs)]
+    return params.with_resolved(**resolved) if resolved else params
 
 
 def resolve_defaults(session: Session, params: JobParams) -> JobParams:
@@ -230,7 +257,7 @@ def _route_for(job_kind: JobKind) -> Callable[..., JobPublic]:
         admission.check_queue(
             session, settings, queue_counts, caller
         )  # first: the cheapest refusal, and the one a busy service gives most
-        params = resolve_defaults(session, params)
+        params = resolve_defaults(session, resolve_model_refs(session, params))
         inputs = check_references(session, params, settings)
         admission.check_work(kind, job_kind.estimate_work(params, inputs), settings)
         timing.mark("admit")
