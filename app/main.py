@@ -32,6 +32,7 @@ from app.api.middleware import (  # noqa: E402
     uses_database,
 )
 from app.api.routes import (  # noqa: E402
+    admin,
     checkpoints,
     dashboard,
     docs,
@@ -198,6 +199,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(docs.router)
     app.include_router(health.router)
-    for module in (checkpoints, state_buffers, jobs, reports, models):
+    for module in (checkpoints, state_buffers, jobs, reports, models, admin):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

@@ -141,6 +141,13 @@ class AliasPublic(BaseModel):
     checkpoint: CheckpointPublic = Field(description="that version's checkpoint")
 
 
+class DeletedPublic(BaseModel):
+    jobs: list[str] = Field(description="jobs removed, with their reports")
+    checkpoints: list[str] = Field(description="checkpoints removed, with their lineage edges")
+    model_versions: list[str] = Field(description="registry versions removed with their checkpoints, as model@version")
+    artifacts_removed: int = Field(description="stored artifacts no longer referenced by anything, removed")
+
+
 class RetentionKept(BaseModel):
     job_id: str = Field(description="a finished job old enough to remove")
     reason: str = Field(description="why it stays, e.g. an output registered as a model version")

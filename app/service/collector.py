@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Float, Integer, Select, case, cast
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
 from app.contracts.job_kinds import JOB_KINDS
@@ -39,7 +40,7 @@ class RecombCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with Session(get_engine(self.settings)) as session:
             job_counts = session.exec(select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)).all()
-            durations = session.exec(duration_histograms(session.get_bind().dialect.name)).all()
+            durations = session.connection().execute(duration_histograms(session.get_bind().dialect.name)).all()
             checkpoint_counts = session.exec(select(Checkpoint.format, func.count()).group_by(Checkpoint.format)).all()
             report_counts = session.exec(
                 select(Report.kind, Report.passed, func.count()).group_by(col(Report.kind), col(Report.passed))
@@ -104,7 +105,7 @@ class RecombCollector(Collector):
         yield GaugeMetricFamily("recomb_queue_depth", "Job messages waiting in the broker queue.", value=depth)
 
 
-def duration_histograms(dialect: str) -> Select:
+def duration_histograms(dialect: str) -> Select[str, JobStatus, int, int, float]:
     """Finished jobs per kind, final status and duration bucket (the index of the first bound they fit, or
     ``len(DURATION_BUCKETS_S)`` past the last): ``(kind, status, bucket, count, summed seconds)``.
 
@@ -128,7 +129,7 @@ def duration_histograms(dialect: str) -> Select:
         *((finished.c.seconds <= bound, index) for index, bound in enumerate(DURATION_BUCKETS_S)),
         else_=len(DURATION_BUCKETS_S),
     ).label("bucket")
-    return select(finished.c.kind, finished.c.status, bucket, func.count(), func.sum(finished.c.seconds)).group_by(
+    return sa_select(finished.c.kind, finished.c.status, bucket, func.count(), func.sum(finished.c.seconds)).group_by(
         finished.c.kind, finished.c.status, bucket
     )
 

@@ -16,6 +16,7 @@ from app.api.idempotency import commit_once, replay
 from app.api.schemas import (
     ArchSchema,
     CheckpointPublic,
+    DeletedPublic,
     DescendantPublic,
     DescendantsPublic,
     ErrorDetail,
@@ -25,7 +26,7 @@ from app.api.schemas import (
     SyntheticCheckpointCreate,
 )
 from app.api.uploads import UPLOAD_ERROR_RESPONSES, file_name, read_file
-from app.service import crud
+from app.service import crud, deletion
 from app.service.tables import Checkpoint
 from app.settings import Settings
 from core import checkpoint_file, export
@@ -227,4 +228,55 @@ def get_descendants(checkpoint_id: str, session: SessionDep) -> DescendantsPubli
             for edge in edges
         ],
         truncated=truncated,
+    )
+
+
+@router.delete(
+    "/{checkpoint_id}",
+    response_model=DeletedPublic,
+    responses={
+        409: {
+            "model": ErrorDetail,
+            "description": "an unfinished job uses it, or (without cascade) it has descendants or registry versions",
+        }
+    },
+)
+def delete_checkpoint(
+    checkpoint_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    cascade: Annotated[
+        bool, Query(description="also delete its descendants and the registry versions (and aliases) of all of them")
+    ] = False,
+) -> DeletedPublic:
+    """Delete a checkpoint and its stored bytes (when nothing else references them).
+
+    409 while a queued, running or waiting job takes it (or, with cascade, a descendant) as input; without cascade
+    also while it has descendants or is a registered model version, naming them.
+    """
+    get_checkpoint_row(session, checkpoint_id)
+    made_from = crud.descendant_ids(session, {checkpoint_id})
+    doomed = {checkpoint_id} | (made_from if cascade else set())
+    for used, job in sorted(deletion.checkpoints_in_use(session, doomed).items()):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"checkpoint {used} is used by {job.status.value} job {job.id}; wait or cancel it"
+        )
+    if not cascade:
+        holders = [f"{len(made_from)} descendants ({', '.join(sorted(made_from)[:5])})"] if made_from else []
+        holders += [
+            f"version {version.version} of model {version.model_name!r}"
+            for version in deletion.registered_versions(session, {checkpoint_id})
+        ]
+        if holders:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"checkpoint {checkpoint_id} is held by {'; '.join(holders)}; cascade=true deletes them too",
+            )
+    deleted = deletion.delete_checkpoints(session, store, doomed)
+    session.commit()
+    return DeletedPublic(
+        jobs=[],
+        checkpoints=deleted.checkpoints,
+        model_versions=deleted.model_versions,
+        artifacts_removed=deleted.artifacts,
     )

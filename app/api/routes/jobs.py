@@ -15,10 +15,10 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, st
 from sqlmodel import Session, col, select
 
 from app.api import admission
-from app.api.deps import AuthDep, CallerDep, CeleryDep, IdempotencyDep, PageDep, SessionDep, SettingsDep
+from app.api.deps import AuthDep, CallerDep, CeleryDep, IdempotencyDep, PageDep, SessionDep, SettingsDep, StoreDep
 from app.api.errors import get_or_404, unprocessable
 from app.api.idempotency import commit_once, replay
-from app.api.schemas import ErrorDetail, JobPublic, Page
+from app.api.schemas import DeletedPublic, ErrorDetail, JobPublic, Page
 from app.contracts.job_kinds import (
     JOB_KINDS,
     PUBLIC_KINDS,
@@ -28,7 +28,7 @@ from app.contracts.job_kinds import (
     StatesSpec,
     SyntheticStatesSpec,
 )
-from app.service import crud, job_status, registry
+from app.service import crud, deletion, job_status, registry
 from app.service.queue import publish
 from app.service.tables import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, StateBuffer, utcnow
 from app.settings import Settings
@@ -348,6 +348,52 @@ def cancel_job(job_id: str, session: SessionDep) -> JobPublic:
     session.commit()
     session.refresh(job)
     return job_views(session, [job])[0]
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=DeletedPublic,
+    responses={
+        409: {
+            "model": ErrorDetail,
+            "description": "the job or a child of it has not finished, or (cascade) an "
+            "unfinished job uses one of its outputs",
+        }
+    },
+)
+def delete_job(
+    job_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    cascade: Annotated[
+        bool, Query(description="also delete its output checkpoints and everything made from them")
+    ] = False,
+) -> DeletedPublic:
+    """Delete a finished job with its child jobs and reports; its output checkpoints stay unless ``cascade``."""
+    get_job_row(session, job_id)
+    family = deletion.job_family(session, job_id)
+    for member in family:
+        if member.status not in TERMINAL_STATUSES:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"job {member.id} is {member.status.value}; cancel it and let it finish before deleting",
+            )
+    job_ids = [member.id for member in family]
+    if cascade:
+        outputs = deletion.job_outputs(session, job_ids)
+        in_use = deletion.checkpoints_in_use(session, outputs | crud.descendant_ids(session, outputs))
+        for used, job in sorted(in_use.items()):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"checkpoint {used} is used by {job.status.value} job {job.id}"
+            )
+    deleted = deletion.delete_jobs(session, store, job_ids, cascade=cascade)
+    session.commit()
+    return DeletedPublic(
+        jobs=deleted.jobs,
+        checkpoints=deleted.checkpoints,
+        model_versions=deleted.model_versions,
+        artifacts_removed=deleted.artifacts,
+    )
 
 
 @router.post("/{kind}", include_in_schema=False, status_code=status.HTTP_404_NOT_FOUND)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +27,7 @@ from app.service import registry
 from app.service.tables import Checkpoint, ModelAlias, ModelVersion, RegisteredModel
 
 router = APIRouter(prefix="/models", tags=["models"], dependencies=[AuthDep])
-CONFLICT = {409: {"model": ErrorDetail, "description": "the name is taken"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorDetail, "description": "the name is taken"}}
 
 
 def get_model_row(session: Session, name: str) -> RegisteredModel:
