@@ -1,8 +1,9 @@
 """The model registry: named models, numbered versions (one checkpoint each), movable aliases, and references to them.
 
-A version number is the model's largest plus one, made unique by the table's
-primary key: of two requests registering a version at once, one commits and the
-other retries once with the next number.
+A version number is the model's largest plus one. Registrations of one model
+take its row's lock first (PostgreSQL; SQLite transactions are serialized
+anyway), so they number one after another; the table's primary key is the
+backstop, and a registration that still collides retries once with the next number.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def add_version(session: Session, model_name: str, checkpoint_id: str, created_b
     every number tried.
     """
     for _ in range(VERSION_ATTEMPTS):
+        session.exec(select(RegisteredModel.name).where(col(RegisteredModel.name) == model_name).with_for_update())
         latest = session.exec(
             select(func.max(ModelVersion.version)).where(col(ModelVersion.model_name) == model_name)
         ).one()

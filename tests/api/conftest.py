@@ -114,3 +114,29 @@ def finished_job_with_output(
             crud.add_lineage(session, parent, output.id, role, job.id)
         session.commit()
         return job.id, output.id
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sqlite_and_postgres_settings(request, tmp_path):
+    """Settings on a fresh SQLite file, then on a PostgreSQL database of its own (dropped after)."""
+    if request.param == "sqlite":
+        yield make_settings(tmp_path)
+        return
+    import uuid
+
+    from app.service.db import engine_for
+    from tests.integration.stack import POSTGRES_ADMIN_URL, require_postgres_and_redis
+
+    require_postgres_and_redis()
+    import psycopg
+
+    name = f"recomb_api_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    try:
+        yield make_settings(tmp_path, database_url=url)
+    finally:
+        engine_for(url).dispose()
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -3,6 +3,7 @@
 import os
 import time
 
+import pytest
 from sqlmodel import Session, col, select
 
 from app.service.db import get_engine
@@ -12,6 +13,12 @@ from tests.api.conftest import client_for, finished_job_with_output, make_settin
 from worker.reconciler import retention_once
 
 SYNTHETIC = {"arch": {"input_dim": 8, "hidden_sizes": [16], "output_dim": 4}}
+
+
+@pytest.fixture
+def settings(sqlite_and_postgres_settings):
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return sqlite_and_postgres_settings
 
 
 def rows(settings, model, *columns):

@@ -2,12 +2,19 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlmodel import Session
 
 from app.service import registry
 from app.service.db import get_engine
 from app.service.tables import RegisteredModel
 from tests.api.conftest import finished_job_with_output
+
+
+@pytest.fixture
+def settings(sqlite_and_postgres_settings):
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return sqlite_and_postgres_settings
 
 
 def register(client, name: str, *checkpoint_ids: str) -> list[int]:
@@ -31,7 +38,12 @@ def test_versions_are_numbered_per_model_and_listed(client, settings, parent_id,
         (3, parent_id),
     ]
     model = client.get("/models/lander").json()
-    assert (model["name"], model["description"], model["latest_version"], model["aliases"]) == ("lander", "lander", 3, {})
+    assert (model["name"], model["description"], model["latest_version"], model["aliases"]) == (
+        "lander",
+        "lander",
+        3,
+        {},
+    )
     models = client.get("/models", params={"limit": 1}).json()
     assert models["total"] == 2 and [item["name"] for item in models["items"]] == ["other"]  # newest first
 
@@ -129,7 +141,9 @@ def test_descendants_with_depth_and_role(client, settings, parent_id):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["root"] == parent_id and body["truncated"] is False
-    assert [(item["checkpoint"]["id"], item["depth"], item["parent"], item["role"]) for item in body["descendants"]] == [
+    assert [
+        (item["checkpoint"]["id"], item["depth"], item["parent"], item["role"]) for item in body["descendants"]
+    ] == [
         (student, 1, parent_id, "teacher"),
         (int8, 2, student, "source"),
         (child, 2, student, "parent_a"),  # the shortest path: also a grandchild through int8
