@@ -32,6 +32,7 @@ from app.api.middleware import (  # noqa: E402
     uses_database,
 )
 from app.api.routes import (  # noqa: E402
+    admin,
     audit_log,
     checkpoints,
     dashboard,
@@ -39,6 +40,7 @@ from app.api.routes import (  # noqa: E402
     health,
     job_events,
     jobs,
+    models,
     monitoring,
     reports,
     state_buffers,
@@ -200,6 +202,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(docs.router)
     app.include_router(health.router)
-    for module in (checkpoints, state_buffers, jobs, reports, webhooks, audit_log):
+    for module in (checkpoints, state_buffers, jobs, reports, models, webhooks, admin, audit_log):
         app.include_router(module.router, responses=ERROR_RESPONSES)
     return app

@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     worker_niceness: int = Field(
         default=10, ge=0, le=19, description="CPU niceness of `recomb worker`: under contention the API answers first"
     )
+    retention_days: int = Field(
+        default=0,
+        ge=0,
+        description="finished work older than this many days, unregistered, is removed by the workers; 0: never",
+    )
+    retention_interval_s: float = Field(
+        default=3600.0, gt=0, description="how often a worker applies retention (with RECOMB_RETENTION_DAYS set)"
+    )
     heartbeat_interval_s: float = 5.0
     heartbeat_timeout_s: float = 30.0
     reconcile_interval_s: float = 10.0

@@ -6,13 +6,15 @@ duplicate message is harmless anyway: the runner's claim lets only one run.
 A worker's death is noticed here by its stopped heartbeat; ``recomb up``,
 which sees its own workers exit, re-queues their jobs at once with
 ``app.service.lost_jobs.requeue_jobs_of`` instead of waiting for that. Expired idempotency records
-are deleted here too.
+are deleted here too, and with ``RECOMB_RETENTION_DAYS`` set, retention is applied every
+``RECOMB_RETENTION_INTERVAL_S`` (``app.service.retention``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy import delete
@@ -20,10 +22,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from app.service import job_status
+from app.service import job_status, retention
 from app.service.db import get_engine
 from app.service.lost_jobs import requeue_lost
 from app.service.queue import get_celery, publish, queue_depth
+from app.service.store import get_store
 from app.service.tables import TERMINAL_STATUSES, IdempotencyRecord, Job, JobStatus, utcnow
 from app.settings import Settings
 
@@ -80,6 +83,26 @@ def reconcile_once(settings: Settings) -> dict[str, int]:
     return counts
 
 
+def retention_once(settings: Settings) -> retention.RetentionResult:
+    """Remove the unprotected finished work older than ``RECOMB_RETENTION_DAYS``, then unreferenced artifacts."""
+    with Session(get_engine(settings), expire_on_commit=False) as session:
+        result = retention.apply_retention(
+            session,
+            get_store(settings),
+            utcnow() - timedelta(days=settings.retention_days),
+            dry_run=False,
+            actor="retention",
+        )
+    if result.jobs or result.artifacts_removed:
+        log.warning(
+            "retention: removed %d jobs, %d checkpoints, %d artifacts",
+            len(result.jobs),
+            len(result.checkpoints),
+            result.artifacts_removed,
+        )
+    return result
+
+
 def _queue_is_empty() -> bool:
     try:
         return queue_depth(get_celery()) == 0
@@ -90,9 +113,13 @@ def _queue_is_empty() -> bool:
 
 def start_reconciler(settings: Settings, stop: threading.Event) -> threading.Thread:
     def loop() -> None:
+        next_retention = time.monotonic()
         while not stop.wait(settings.reconcile_interval_s):
             try:
                 reconcile_once(settings)
+                if settings.retention_days and time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + settings.retention_interval_s
+                    retention_once(settings)
             except OperationalError:
                 log.warning("reconciler: database unreachable")
             except Exception:

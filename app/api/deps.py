@@ -182,11 +182,11 @@ class Pagination:
     def page(
         self, session: Session, query: Select | SelectOfScalar, model: type[SQLModel], newest_by: str = "created_at"
     ) -> dict:
-        """``{items, total, limit, offset}`` of ``query``, newest first by the ``newest_by`` column, then id."""
+        """``{items, total, limit, offset}`` of ``query``, newest first by ``newest_by``, then primary key."""
         total = session.exec(select(func.count()).select_from(query.subquery())).one()
-        columns = model.__table__.c  # type: ignore[attr-defined]  # every listed table has an id and a time column
+        table = model.__table__  # type: ignore[attr-defined]  # every listed table has a time column
         items = session.exec(
-            query.order_by(columns[newest_by].desc(), columns.id).offset(self.offset).limit(self.limit)
+            query.order_by(table.c[newest_by].desc(), *table.primary_key.columns).offset(self.offset).limit(self.limit)
         ).all()
         return {"items": list(items), "total": total, "limit": self.limit, "offset": self.offset}
 

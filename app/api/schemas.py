@@ -8,6 +8,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.contracts.arch_schema import ArchSchema
+from app.contracts.model_refs import ALIAS_PATTERN, MODEL_NAME_PATTERN
 from app.contracts.report_models import ReportBody
 from app.service.tables import JobStatus
 
@@ -84,6 +85,86 @@ class LineagePublic(BaseModel):
     root: str
     nodes: list[CheckpointPublic]
     edges: list[LineageEdgePublic]
+
+
+class DescendantPublic(BaseModel):
+    checkpoint: CheckpointPublic = Field(description="a checkpoint made, directly or not, from the root")
+    depth: int = Field(description="lineage edges from the root: 1 for a child, 2 for a grandchild, ...")
+    parent: str = Field(description="the checkpoint one step nearer the root through which it was first reached")
+    role: str = Field(description="the role that parent played in making it (teacher, source, parent_a, ...)")
+
+
+class DescendantsPublic(BaseModel):
+    root: str = Field(description="the checkpoint whose descendants these are")
+    descendants: list[DescendantPublic] = Field(description="breadth first, nearest first")
+    edges: list[LineageEdgePublic] = Field(description="every lineage edge between the root and its descendants")
+    truncated: bool = Field(description="true when more descendants exist than the response holds (500 at most)")
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "lunar-lander-int8"}]})
+    name: str = Field(
+        pattern=MODEL_NAME_PATTERN,
+        description="1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (no '@': "
+        "`name@alias` names a version)",
+    )
+    description: str | None = Field(default=None, max_length=2000, description="free text")
+
+
+class ModelPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    name: str = Field(description="the model's name, unique")
+    description: str | None = Field(description="free text given at registration")
+    created_at: datetime = Field(description="when it was registered")
+    latest_version: int | None = Field(default=None, description="its highest version number; null before the first")
+    aliases: dict[str, int] = Field(default_factory=dict, description="each alias and the version it points at")
+
+
+class ModelVersionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    checkpoint_id: str = Field(max_length=40, description="the checkpoint this version is")
+
+
+class ModelVersionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    model_name: str = Field(description="the registered model")
+    version: int = Field(description="1, 2, ... in the order versions were registered")
+    checkpoint_id: str = Field(description="the checkpoint this version is")
+    created_at: datetime = Field(description="when it was registered")
+
+
+class AliasUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1, le=2**31 - 1, description="the version the alias points at from now on")
+
+
+class AliasPublic(BaseModel):
+    model_name: str = Field(description="the registered model")
+    alias: str = Field(description=f"the alias ({ALIAS_PATTERN}); jobs accept `model@alias` as a checkpoint id")
+    version: int = Field(description="the version it points at")
+    checkpoint: CheckpointPublic = Field(description="that version's checkpoint")
+
+
+class DeletedPublic(BaseModel):
+    jobs: list[str] = Field(description="jobs removed, with their reports")
+    checkpoints: list[str] = Field(description="checkpoints removed, with their lineage edges")
+    model_versions: list[str] = Field(description="registry versions removed with their checkpoints, as model@version")
+    artifacts_removed: int = Field(description="stored artifacts no longer referenced by anything, removed")
+
+
+class RetentionKept(BaseModel):
+    job_id: str = Field(description="a finished job old enough to remove")
+    reason: str = Field(description="why it stays, e.g. an output registered as a model version")
+
+
+class RetentionPublic(BaseModel):
+    dry_run: bool = Field(description="true: nothing was removed; the lists say what would have been")
+    finished_before: datetime = Field(description="the cutoff: work finished before it was considered")
+    jobs: list[str] = Field(description="top-level jobs removed, with their child jobs and reports")
+    checkpoints: list[str] = Field(description="output checkpoints removed with them")
+    artifacts_removed: int = Field(description="stored artifacts no longer referenced by anything, removed")
+    kept: list[RetentionKept] = Field(description="old jobs that stay, and why")
+    more: bool = Field(description="true when more old jobs remain than one pass considers: run again")
 
 
 class JobPublic(BaseModel):

@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 from app.contracts import report_models
 from app.contracts.arch_schema import ArchSchema
 from app.contracts.job_fields import documented_field
+from app.contracts.model_refs import CHECKPOINT_REF_DESCRIPTION, CHECKPOINT_REF_MAX_LENGTH
 from core import work
 from core.arch import QNetworkArch
 from core.configs import (
@@ -253,9 +254,11 @@ def states_field(default: SyntheticStates = DEFAULT_EVAL_STATES, purpose: str = 
 
 
 def checkpoint_field(description: str, required: bool = True) -> Any:
+    """A field naming a checkpoint: its id, or a registered model's version (``model@alias``, ``model@3``)."""
+    description = f"{description}; {CHECKPOINT_REF_DESCRIPTION}"
     if required:
-        return (str, Field(..., max_length=40, description=description))
-    return (str | None, Field(default=None, max_length=40, description=description))
+        return (str, Field(..., max_length=CHECKPOINT_REF_MAX_LENGTH, description=description))
+    return (str | None, Field(default=None, max_length=CHECKPOINT_REF_MAX_LENGTH, description=description))
 
 
 PtqParams = params_model(
@@ -425,8 +428,16 @@ class PipelineParams(JobParams):
     states_fields: ClassVar[tuple[str, ...]] = ("states", "eval_states")
     stages: ClassVar[tuple[PipelineStage, ...]] = PIPELINE_STAGES
 
-    parent_a_id: str | None = Field(default=None, max_length=40, description="teacher of student A")
-    parent_b_id: str | None = Field(default=None, max_length=40, description="teacher of student B")
+    parent_a_id: str | None = Field(
+        default=None,
+        max_length=CHECKPOINT_REF_MAX_LENGTH,
+        description=f"teacher of student A; {CHECKPOINT_REF_DESCRIPTION}",
+    )
+    parent_b_id: str | None = Field(
+        default=None,
+        max_length=CHECKPOINT_REF_MAX_LENGTH,
+        description=f"teacher of student B; {CHECKPOINT_REF_DESCRIPTION}",
+    )
     parent_seeds: tuple[ParentSeed, ParentSeed] | None = Field(
         default=None, description="synthesise both parents from these seeds (default (0, 1) without ids)"
     )
@@ -652,16 +663,16 @@ EvolveParams = params_model(
     list_refs={"population": None, "targets": None},
     new_archs=_check_evolve,
     population=(
-        list[Annotated[str, Field(max_length=40)]],
+        list[Annotated[str, Field(max_length=CHECKPOINT_REF_MAX_LENGTH)]],
         Field(
             ...,
             min_length=MIN_FOUNDERS,
             max_length=MAX_FOUNDERS,
-            description="founders: checkpoint ids of one architecture, float or int8",
+            description="founders: checkpoints of one architecture, float or int8, each an id or `model@alias`",
         ),
     ),
     targets=(
-        list[Annotated[str, Field(max_length=40)]] | None,
+        list[Annotated[str, Field(max_length=CHECKPOINT_REF_MAX_LENGTH)]] | None,
         Field(
             default=None,
             min_length=1,

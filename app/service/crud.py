@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -161,3 +162,49 @@ def lineage(session: Session, checkpoint_id: str) -> tuple[list[Checkpoint], lis
                 nodes[edge.parent_id] = parent
                 frontier.append(edge.parent_id)
     return list(nodes.values()), edges
+
+
+@dataclass(frozen=True)
+class Descendant:
+    checkpoint: Checkpoint
+    depth: int
+    parent: str
+    role: str
+
+
+def descendants(session: Session, checkpoint_id: str) -> tuple[list[Descendant], list[LineageEdge], bool]:
+    """What was made from the checkpoint, directly or not: breadth first, one query per generation, at most
+    ``LINEAGE_MAX_NODES``; returns the descendants, the edges among them and the root, and whether more exist.
+    """
+    found: dict[str, Descendant] = {}
+    edges: list[LineageEdge] = []
+    frontier, depth, truncated = [checkpoint_id], 0, False
+    while frontier and not truncated:
+        depth += 1
+        generation = session.exec(
+            select(LineageEdge).where(col(LineageEdge.parent_id).in_(frontier)).order_by(col(LineageEdge.id))
+        ).all()
+        new_ids = [
+            edge.child_id for edge in generation if edge.child_id not in found and edge.child_id != checkpoint_id
+        ]
+        new_ids = list(dict.fromkeys(new_ids))
+        if len(found) + len(new_ids) > LINEAGE_MAX_NODES:
+            new_ids, truncated = new_ids[: LINEAGE_MAX_NODES - len(found)], True
+        rows = {row.id: row for row in session.exec(select(Checkpoint).where(col(Checkpoint.id).in_(new_ids)))}
+        for edge in generation:
+            if edge.child_id in rows and edge.child_id not in found:
+                found[edge.child_id] = Descendant(rows[edge.child_id], depth, edge.parent_id, edge.role)
+        edges += [edge for edge in generation if edge.child_id in found]
+        frontier = list(rows)
+    return list(found.values()), edges, truncated
+
+
+def descendant_ids(session: Session, checkpoint_ids: set[str]) -> set[str]:
+    """Every checkpoint made, directly or not, from any of ``checkpoint_ids`` (not themselves), unbounded."""
+    found: set[str] = set()
+    frontier = set(checkpoint_ids)
+    while frontier:
+        children = set(session.exec(select(LineageEdge.child_id).where(col(LineageEdge.parent_id).in_(frontier))).all())
+        frontier = children - found - checkpoint_ids
+        found |= frontier
+    return found

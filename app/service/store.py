@@ -11,22 +11,54 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
+from collections.abc import Collection
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from sqlalchemy import and_, delete, exists
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from app.service.tables import Blob
+from app.service.tables import Blob, Checkpoint, StateBuffer
 from app.settings import Settings
 
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# The directory store's sweep spares files younger than this: a worker writes an artifact's bytes before the
+# transaction that commits the row naming them.
+SWEEP_GRACE_S = 3600.0
 
 
 class ArtifactStore(Protocol):
     def put(self, session: Session, sha256: str, data: bytes) -> None: ...
 
     def get(self, session: Session, sha256: str) -> bytes: ...
+
+    def collect(self, session: Session, sha256s: Collection[str]) -> int:
+        """Remove those of ``sha256s`` no row references any more, in the caller's transaction if the store has one;
+        returns how many were removed.
+        """
+        ...
+
+    def sweep(self, session: Session) -> int:
+        """Remove every artifact no row references; returns how many."""
+        ...
+
+
+def unreferenced(sha256: Any) -> Any:
+    """No checkpoint or state buffer (states or actions) names ``sha256``: a SQL condition."""
+    return and_(
+        ~exists().where(col(Checkpoint.sha256) == sha256),
+        ~exists().where(col(StateBuffer.sha256) == sha256),
+        ~exists().where(col(StateBuffer.actions_sha256) == sha256),
+    )
+
+
+def referenced_hashes(session: Session) -> set[str]:
+    """Every artifact hash a row names."""
+    checkpoints = session.exec(select(Checkpoint.sha256)).all()
+    states = session.exec(select(StateBuffer.sha256, StateBuffer.actions_sha256)).all()
+    return {*checkpoints, *(sha256 for row in states for sha256 in row if sha256 is not None)}
 
 
 class DatabaseStore:
@@ -44,6 +76,15 @@ class DatabaseStore:
         if blob is None:
             raise FileNotFoundError(f"artifact {sha256} is missing")
         return blob.data
+
+    def collect(self, session: Session, sha256s: Collection[str]) -> int:
+        if not sha256s:
+            return 0
+        removed = session.exec(delete(Blob).where(col(Blob.sha256).in_(sha256s), unreferenced(Blob.sha256)))
+        return int(removed.rowcount)
+
+    def sweep(self, session: Session) -> int:
+        return int(session.exec(delete(Blob).where(unreferenced(Blob.sha256))).rowcount)
 
 
 class DirectoryStore:
@@ -70,6 +111,17 @@ class DirectoryStore:
         if not path.exists():
             raise FileNotFoundError(f"artifact {sha256} is missing")
         return path.read_bytes()
+
+    def collect(self, session: Session, sha256s: Collection[str]) -> int:
+        return 0  # files are outside the transaction: removed by the sweep, once old enough to be safe
+
+    def sweep(self, session: Session) -> int:
+        referenced, old_before, removed = referenced_hashes(session), time.time() - SWEEP_GRACE_S, 0
+        for path in self.root.glob("??/*"):
+            if SHA256_PATTERN.match(path.name) and path.name not in referenced and path.stat().st_mtime < old_before:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
 
 def get_store(settings: Settings) -> ArtifactStore:

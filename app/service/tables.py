@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKeyConstraint, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -151,6 +151,39 @@ class Report(SQLModel, table=True):
     passed: bool
     body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class RegisteredModel(SQLModel, table=True):
+    """A name under which checkpoints are published as numbered versions (``app.service.registry``)."""
+
+    __tablename__ = "registered_models"
+    name: str = Field(primary_key=True, max_length=64)
+    description: str | None = Field(default=None, max_length=2000)
+    created_by: str = Field(default="", max_length=64, description="fingerprint of the API key that registered it")
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class ModelVersion(SQLModel, table=True):
+    """Version ``version`` (1, 2, ... per model) of a registered model: one checkpoint."""
+
+    __tablename__ = "model_versions"
+    model_name: str = Field(primary_key=True, foreign_key="registered_models.name", max_length=64)
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    checkpoint_id: str = Field(foreign_key="checkpoints.id", index=True, max_length=40)
+    created_by: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class ModelAlias(SQLModel, table=True):
+    """A movable name (``production``, ``candidate``) for one version of a model."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (
+        ForeignKeyConstraint(["model_name", "version"], ["model_versions.model_name", "model_versions.version"]),
+    )
+    model_name: str = Field(primary_key=True, max_length=64)
+    alias: str = Field(primary_key=True, max_length=64)
+    version: int
 
 
 class IdempotencyRecord(SQLModel, table=True):

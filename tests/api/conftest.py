@@ -65,3 +65,78 @@ def state_dict_bytes(arch: QNetworkArch = QNetworkArch()) -> bytes:
     buffer = io.BytesIO()
     torch.save(QNetwork(arch).state_dict(), buffer)
     return buffer.getvalue()
+
+
+def finished_job_with_output(
+    settings: Settings,
+    parents: dict[str, str],
+    *,
+    seed: int,
+    kind: str = "distill",
+    finished_days_ago: float = 0.0,
+    parent_job_id: str | None = None,
+) -> tuple[str, str]:
+    """A succeeded job (as a worker leaves it, without running one) whose one output checkpoint was made from
+    ``parents`` (``{role: checkpoint_id}``); returns ``(job_id, checkpoint_id)``. The output's bytes differ per seed.
+    """
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from app.service import crud
+    from app.service.db import get_engine
+    from app.service.store import get_store
+    from app.service.tables import Job, JobStatus, utcnow
+    from core import checkpoint_file
+
+    finished_at = utcnow() - timedelta(days=finished_days_ago)
+    arch = QNetworkArch(input_dim=8, hidden_sizes=(16,), output_dim=4)
+    with Session(get_engine(settings), expire_on_commit=False) as session:
+        job = Job(
+            kind=kind,
+            params={"teacher_id": next(iter(parents.values()))} if parents else {},
+            status=JobStatus.succeeded,
+            parent_job_id=parent_job_id,
+            created_at=finished_at - timedelta(seconds=5),
+            started_at=finished_at - timedelta(seconds=4),
+            finished_at=finished_at,
+        )
+        session.add(job)
+        session.flush()
+        output = crud.create_checkpoint(
+            session,
+            get_store(settings),
+            checkpoint_file.float_file(checkpoint_file.init_arrays(arch, seed), arch),
+            job_id=job.id,
+        )
+        session.flush()
+        for role, parent in parents.items():
+            crud.add_lineage(session, parent, output.id, role, job.id)
+        session.commit()
+        return job.id, output.id
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sqlite_and_postgres_settings(request, tmp_path):
+    """Settings on a fresh SQLite file, then on a PostgreSQL database of its own (dropped after)."""
+    if request.param == "sqlite":
+        yield make_settings(tmp_path)
+        return
+    import uuid
+
+    from app.service.db import engine_for
+    from tests.integration.stack import POSTGRES_ADMIN_URL, require_postgres_and_redis
+
+    require_postgres_and_redis()
+    import psycopg
+
+    name = f"recomb_api_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+    try:
+        yield make_settings(tmp_path, database_url=url)
+    finally:
+        engine_for(url).dispose()
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -10,12 +10,24 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Response, Uploa
 from pydantic import ValidationError
 from sqlmodel import select
 
-from app.api.deps import AuthDep, IdempotencyDep, PageDep, SessionDep, SettingsDep, StoreDep, SubmitterDep
+from app.api.deps import (
+    AdminDep,
+    AuthDep,
+    IdempotencyDep,
+    PageDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    SubmitterDep,
+)
 from app.api.errors import get_or_404, unprocessable
 from app.api.idempotency import commit_once, replay
 from app.api.schemas import (
     ArchSchema,
     CheckpointPublic,
+    DeletedPublic,
+    DescendantPublic,
+    DescendantsPublic,
     ErrorDetail,
     LineageEdgePublic,
     LineagePublic,
@@ -23,7 +35,7 @@ from app.api.schemas import (
     SyntheticCheckpointCreate,
 )
 from app.api.uploads import UPLOAD_ERROR_RESPONSES, file_name, read_file
-from app.service import crud
+from app.service import audit, crud, deletion
 from app.service.tables import Checkpoint
 from app.settings import Settings
 from core import checkpoint_file, export
@@ -202,3 +214,82 @@ def get_lineage(checkpoint_id: str, session: SessionDep) -> dict:
             for edge in edges
         ],
     }
+
+
+@router.get("/{checkpoint_id}/descendants", response_model=DescendantsPublic)
+def get_descendants(checkpoint_id: str, session: SessionDep) -> DescendantsPublic:
+    """What was made from the checkpoint: every descendant through lineage edges, nearest first, with its depth and
+    the role its parent played (at most 500; ``truncated`` says when there are more).
+    """
+    get_checkpoint_row(session, checkpoint_id)
+    found, edges, truncated = crud.descendants(session, checkpoint_id)
+    return DescendantsPublic(
+        root=checkpoint_id,
+        descendants=[
+            DescendantPublic(
+                checkpoint=CheckpointPublic.model_validate(each.checkpoint),
+                depth=each.depth,
+                parent=each.parent,
+                role=each.role,
+            )
+            for each in found
+        ],
+        edges=[
+            LineageEdgePublic(parent=edge.parent_id, child=edge.child_id, role=edge.role, job_id=edge.job_id)
+            for edge in edges
+        ],
+        truncated=truncated,
+    )
+
+
+@router.delete(
+    "/{checkpoint_id}",
+    response_model=DeletedPublic,
+    responses={
+        409: {
+            "model": ErrorDetail,
+            "description": "an unfinished job uses it, or (without cascade) it has descendants or registry versions",
+        }
+    },
+)
+def delete_checkpoint(
+    checkpoint_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    caller: AdminDep,
+    cascade: Annotated[
+        bool, Query(description="also delete its descendants and the registry versions (and aliases) of all of them")
+    ] = False,
+) -> DeletedPublic:
+    """Delete a checkpoint and its stored bytes (when nothing else references them).
+
+    409 while a queued, running or waiting job takes it (or, with cascade, a descendant) as input; without cascade
+    also while it has descendants or is a registered model version, naming them.
+    """
+    get_checkpoint_row(session, checkpoint_id)
+    made_from = crud.descendant_ids(session, {checkpoint_id})
+    doomed = {checkpoint_id} | (made_from if cascade else set())
+    for used, job in sorted(deletion.checkpoints_in_use(session, doomed).items()):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"checkpoint {used} is used by {job.status.value} job {job.id}; wait or cancel it"
+        )
+    if not cascade:
+        holders = [f"{len(made_from)} descendants ({', '.join(sorted(made_from)[:5])})"] if made_from else []
+        holders += [
+            f"version {version.version} of model {version.model_name!r}"
+            for version in deletion.registered_versions(session, {checkpoint_id})
+        ]
+        if holders:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"checkpoint {checkpoint_id} is held by {'; '.join(holders)}; cascade=true deletes them too",
+            )
+    deleted = deletion.delete_checkpoints(session, store, doomed)
+    audit.record(session, caller, "checkpoint.delete", "checkpoint", checkpoint_id, deleted.detail(cascade))
+    session.commit()
+    return DeletedPublic(
+        jobs=[],
+        checkpoints=deleted.checkpoints,
+        model_versions=deleted.model_versions,
+        artifacts_removed=deleted.artifacts,
+    )

@@ -15,10 +15,20 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, st
 from sqlmodel import Session, col, select
 
 from app.api import admission
-from app.api.deps import AuthDep, CeleryDep, IdempotencyDep, PageDep, SessionDep, SettingsDep, SubmitterDep
+from app.api.deps import (
+    AdminDep,
+    AuthDep,
+    CeleryDep,
+    IdempotencyDep,
+    PageDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    SubmitterDep,
+)
 from app.api.errors import get_or_404, unprocessable
 from app.api.idempotency import commit_once, replay
-from app.api.schemas import ErrorDetail, JobPublic, Page
+from app.api.schemas import DeletedPublic, ErrorDetail, JobPublic, Page
 from app.contracts.job_kinds import (
     JOB_KINDS,
     PUBLIC_KINDS,
@@ -28,7 +38,7 @@ from app.contracts.job_kinds import (
     StatesSpec,
     SyntheticStatesSpec,
 )
-from app.service import crud, job_status
+from app.service import audit, crud, deletion, job_status, registry
 from app.service.queue import publish
 from app.service.tables import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, StateBuffer, utcnow
 from app.settings import Settings
@@ -37,6 +47,33 @@ from core.states import DEFAULT_EVAL_STATES, derive_seed
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[AuthDep])
 log = logging.getLogger("recomb.api")
+
+
+def resolve_model_refs(session: Session, params: JobParams) -> JobParams:
+    """The params with every ``model@alias`` / ``model@3`` replaced by that version's checkpoint id, so the job records
+    what it ran on, whatever the alias points at later.
+
+    404 naming an unknown model, alias or version; 422 for a malformed reference.
+    """
+
+    def resolve(field: str, ref: str) -> str:
+        try:
+            return registry.resolve_checkpoint_ref(session, ref)
+        except LookupError as error:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"{field}: {error}") from error
+        except ValueError as error:
+            raise unprocessable(f"{field}: {error}") from error
+
+    resolved: dict[str, Any] = {}
+    for field in params.checkpoint_refs:
+        ref = getattr(params, field)
+        if ref is not None and "@" in ref:
+            resolved[field] = resolve(field, ref)
+    for field in params.checkpoint_list_refs:
+        refs = getattr(params, field) or []
+        if any("@" in ref for ref in refs):
+            resolved[field] = [resolve(f"{field}[{index}]", ref) for index, ref in enumerate(refs)]
+    return params.with_resolved(**resolved) if resolved else params
 
 
 def resolve_defaults(session: Session, params: JobParams) -> JobParams:
@@ -230,7 +267,7 @@ def _route_for(job_kind: JobKind) -> Callable[..., JobPublic]:
         admission.check_queue(
             session, settings, queue_counts, caller
         )  # first: the cheapest refusal, and the one a busy service gives most
-        params = resolve_defaults(session, params)
+        params = resolve_defaults(session, resolve_model_refs(session, params))
         inputs = check_references(session, params, settings)
         admission.check_work(kind, job_kind.estimate_work(params, inputs), settings)
         timing.mark("admit")
@@ -321,6 +358,54 @@ def cancel_job(job_id: str, session: SessionDep, _caller: SubmitterDep) -> JobPu
     session.commit()
     session.refresh(job)
     return job_views(session, [job])[0]
+
+
+@router.delete(
+    "/{job_id}",
+    response_model=DeletedPublic,
+    responses={
+        409: {
+            "model": ErrorDetail,
+            "description": "the job or a child of it has not finished, or (cascade) an "
+            "unfinished job uses one of its outputs",
+        }
+    },
+)
+def delete_job(
+    job_id: str,
+    session: SessionDep,
+    store: StoreDep,
+    caller: AdminDep,
+    cascade: Annotated[
+        bool, Query(description="also delete its output checkpoints and everything made from them")
+    ] = False,
+) -> DeletedPublic:
+    """Delete a finished job with its child jobs and reports; its output checkpoints stay unless ``cascade``."""
+    get_job_row(session, job_id)
+    family = deletion.job_family(session, job_id)
+    for member in family:
+        if member.status not in TERMINAL_STATUSES:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"job {member.id} is {member.status.value}; cancel it and let it finish before deleting",
+            )
+    job_ids = [member.id for member in family]
+    if cascade:
+        outputs = deletion.job_outputs(session, job_ids)
+        in_use = deletion.checkpoints_in_use(session, outputs | crud.descendant_ids(session, outputs))
+        for used, job in sorted(in_use.items()):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"checkpoint {used} is used by {job.status.value} job {job.id}"
+            )
+    deleted = deletion.delete_jobs(session, store, job_ids, cascade=cascade)
+    audit.record(session, caller, "job.delete", "job", job_id, deleted.detail(cascade))
+    session.commit()
+    return DeletedPublic(
+        jobs=deleted.jobs,
+        checkpoints=deleted.checkpoints,
+        model_versions=deleted.model_versions,
+        artifacts_removed=deleted.artifacts,
+    )
 
 
 @router.post("/{kind}", include_in_schema=False, status_code=status.HTTP_404_NOT_FOUND)
