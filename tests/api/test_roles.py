@@ -164,6 +164,46 @@ def test_the_audit_log_records_actor_and_target_and_filters(keyed):
     )
 
 
+def test_registry_changes_need_submit_and_moves_and_deletes_need_admin_and_are_audited(keyed, parent):
+    submitter, admin = auth("submitter"), auth("admin")
+    assert keyed.post("/models", json={"name": "lander"}, headers=auth("reader")).status_code == 403
+    assert keyed.post("/models", json={"name": "lander"}, headers=submitter).status_code == 201
+    version = keyed.post("/models/lander/versions", json={"checkpoint_id": parent["id"]}, headers=submitter)
+    assert version.status_code == 201 and version.json()["version"] == 1
+    other = keyed.post("/checkpoints/synthetic", json={"seed": 9}, headers=submitter).json()
+    assert (
+        keyed.post("/models/lander/versions", json={"checkpoint_id": other["id"]}, headers=submitter).status_code == 201
+    )
+
+    moves = [
+        ("PUT", "/models/lander/aliases/prod", {"version": 1}),
+        ("PUT", "/models/lander/aliases/prod", {"version": 2}),
+    ]
+    refused = keyed.put("/models/lander/aliases/prod", json={"version": 1}, headers=submitter)
+    assert refused.status_code == 403 and "needs admin" in refused.json()["detail"]
+    for method, path, body in moves:
+        assert keyed.request(method, path, json=body, headers=admin).status_code == 200
+    assert keyed.delete("/models/lander/aliases/prod", headers=submitter).status_code == 403
+    assert keyed.delete("/models/lander/aliases/prod", headers=admin).status_code == 204
+    assert keyed.delete(f"/checkpoints/{other['id']}?cascade=true", headers=submitter).status_code == 403
+    deleted = keyed.delete(f"/checkpoints/{other['id']}?cascade=true", headers=admin)
+    assert deleted.status_code == 200 and deleted.json()["model_versions"] == ["lander@2"]
+    assert keyed.post("/admin/retention?older_than_days=1", headers=submitter).status_code == 403
+    assert keyed.post("/admin/retention?older_than_days=1", headers=admin).status_code == 200
+
+    log = keyed.get("/audit", headers=admin).json()["items"]
+    actor = key_fingerprint(KEYS["admin"])
+    assert [(event["action"], event["target_id"], event["actor"]) for event in log[:4]] == [
+        ("checkpoint.delete", other["id"], actor),
+        ("model.alias.delete", "lander@prod", actor),
+        ("model.alias.set", "lander@prod", actor),
+        ("model.alias.set", "lander@prod", actor),
+    ]
+    assert log[2]["detail"] == {"version": 2, "previous_version": 1}
+    assert log[3]["detail"] == {"version": 1, "previous_version": None}
+    assert log[0]["detail"]["cascade"] is True and log[0]["detail"]["checkpoints"] == [other["id"]]
+
+
 def test_a_jobs_outputs_belong_to_whoever_queued_it(keyed, keyed_settings, parent):
     job = keyed.post("/jobs/ptq", json={"checkpoint_id": parent["id"]}, headers=auth("admin")).json()
     arch = QNetworkArch()
