@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 10.0
     requeue_after_s: float = 300.0
     max_attempts: int = 3
+    max_job_log_lines: int = Field(
+        default=2000,
+        ge=1,
+        description="log lines kept per job (GET /jobs/{id}/logs); later lines are dropped behind one marker line",
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = Field(
         default="json", description="format of the `recomb api` and `recomb worker` logs"
