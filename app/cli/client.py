@@ -1,11 +1,14 @@
-"""The ``recomb`` client commands: submit, watch, report, lineage, ls.
+"""``RecombClient``, the Python client of the recomb HTTP API, and the ``recomb`` client commands built on it:
+submit (with per-kind ``--help``), watch, report, lineage, ls, upload, synthetic, download, export, cancel, rerun,
+logs, tag, compare and models.
 
 They talk to a running server at ``RECOMB_URL`` (default
 ``http://127.0.0.1:8000``) with ``RECOMB_API_KEY`` as a bearer token, follow
 jobs over ``GET /jobs/{id}/events`` (server-sent events) and print plain
 tables. Every failure to talk to the server is one line on stderr and exit
 code 2; a job that did not succeed, or whose report did not pass, is exit
-code 1. This module imports no torch, so the commands start fast.
+code 1. This module imports no torch (the job kinds' params models are
+torch-free), so the commands start fast.
 """
 
 from __future__ import annotations
