@@ -46,14 +46,14 @@ LEADERBOARD_ROWS_SHOWN = 10
 class ClientError(Exception):
     """Every failure of a client call, shown to a user as one line (no traceback).
 
-    ``status`` is the HTTP status the server answered (None when it could not
+    ``status_code`` is the HTTP status the server answered (None when it could not
     be reached); ``detail`` is its ``detail`` message as one line.
     """
 
-    def __init__(self, detail: str, status: int | None = None) -> None:
-        super().__init__(f"{detail} ({status})" if status is not None else detail)
+    def __init__(self, detail: str, status_code: int | None = None) -> None:
+        super().__init__(f"{detail} ({status_code})" if status_code is not None else detail)
         self.detail = detail
-        self.status = status
+        self.status_code = status_code
 
 
 class RecombClient:

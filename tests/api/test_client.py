@@ -120,10 +120,10 @@ def test_the_client_uploads_synthesises_downloads_and_exports(served, tmp_path):
     assert client.export_checkpoint(uploaded["id"], "pt")[:2] == b"PK"  # torch.save's zip format
     with pytest.raises(ClientError) as unknown:
         client.export_checkpoint(synthetic["id"], "tflite")
-    assert unknown.value.status == 422 and "format" in unknown.value.detail
+    assert unknown.value.status_code == 422 and "format" in unknown.value.detail
     with pytest.raises(ClientError, match="cannot read") as unreadable:
         client.upload_checkpoint(tmp_path / "absent.pt")
-    assert unreadable.value.status is None
+    assert unreadable.value.status_code is None
 
 
 def test_the_client_cancels_reruns_and_follows_a_jobs_log(served, caplog):
@@ -135,7 +135,7 @@ def test_the_client_cancels_reruns_and_follows_a_jobs_log(served, caplog):
     assert cancelled["status"] == "cancelled"
     with pytest.raises(ClientError) as again:
         client.cancel(cancelled["id"])
-    assert again.value.status == 409 and "already cancelled" in again.value.detail
+    assert again.value.status_code == 409 and "already cancelled" in again.value.detail
     rerun = client.rerun(cancelled["id"])
     assert rerun["id"] != cancelled["id"] and rerun["params"] == cancelled["params"]
     assert run_job(rerun["id"], worker.tasks.HANDLERS["ptq"], settings) == "succeeded"
@@ -147,7 +147,7 @@ def test_the_client_cancels_reruns_and_follows_a_jobs_log(served, caplog):
     assert [line["message"] for line in client.logs(rerun["id"], after=page["next_after"])["items"]] == followed[2:]
     with pytest.raises(ClientError) as missing:
         client.rerun("job_00000000000000000000")
-    assert (missing.value.status, missing.value.detail) == (404, "job 'job_00000000000000000000' not found")
+    assert (missing.value.status_code, missing.value.detail) == (404, "job 'job_00000000000000000000' not found")
 
 
 def test_the_commands_upload_download_export_cancel_rerun_and_print_logs(served, tmp_path, capsys, caplog, monkeypatch):
