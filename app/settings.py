@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     webhook_poll_interval_s: float = Field(
         default=1.0, gt=0, description="how often each worker looks for webhook deliveries that are due"
     )
+    max_job_log_lines: int = Field(
+        default=2000,
+        ge=1,
+        description="log lines kept per job (GET /jobs/{id}/logs); later lines are dropped behind one marker line",
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = Field(
         default="json", description="format of the `recomb api` and `recomb worker` logs"

@@ -8,6 +8,7 @@ import pytest
 from app.cli import client as recomb_client
 from app.cli.client import ClientError, RecombClient, parse_params, progress_line, render_lineage, render_report
 from app.cli.commands import main
+from app.contracts.job_kinds import JOB_KINDS, PUBLIC_KINDS
 from tests.integration.stack import free_port
 
 REAL_INIT = RecombClient.__init__
@@ -252,3 +253,29 @@ def test_report_and_lineage_render_as_tables_and_trees():
 
 def test_the_client_module_does_not_import_torch():
     assert "torch" not in recomb_client.__dict__
+
+
+@pytest.mark.parametrize("kind", PUBLIC_KINDS)
+def test_submit_kind_help_lists_every_parameter_with_its_description_without_a_server(kind, capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        main(["submit", kind, "--help"])
+    assert exit_code.value.code == 0
+    text = capsys.readouterr().out
+    model = JOB_KINDS[kind].params
+    properties = model.model_json_schema()["properties"]
+    for name, info in model.model_fields.items():
+        assert f"\n  {info.alias or name} " in text, name
+        assert properties[info.alias or name]["description"] in text, name
+
+
+def test_submit_help_shows_defaults_and_bounds_from_the_params_model(capsys):
+    with pytest.raises(SystemExit):
+        main(["submit", "distill", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    epochs = lines.index(next(line for line in lines if line.strip().startswith("epochs ")))
+    assert "passes over the training states" in lines[epochs]
+    assert lines[epochs + 1].split() == ["default:", "10;", "values:", "integer", ">=", "1,", "<=", "100000"]
+    teacher = lines.index(next(line for line in lines if line.strip().startswith("teacher_id ")))
+    assert "default: required" in lines[teacher + 1]
+    loss = lines.index(next(line for line in lines if line.strip().startswith("loss_fn ")))
+    assert 'default: "kl"; values: one of kl, mse' in lines[loss + 1]

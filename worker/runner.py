@@ -42,6 +42,7 @@ from sqlmodel import Session, col, select
 
 from app.contracts.job_kinds import JOB_KINDS, JobParams, StatesSpec
 from app.contracts.report_models import REPORT_SCHEMA_VERSION, stored_body
+from app.logs import current_job_id
 from app.service import crud, job_status
 from app.service.db import commit_without_flush_wait, get_engine
 from app.service.queue import publish
@@ -50,6 +51,7 @@ from app.service.tables import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Re
 from app.settings import Settings, get_settings
 from core import artifacts
 from core.metrics import rss_bytes
+from worker.log_capture import JobLogCapture
 
 log = logging.getLogger("recomb.worker")
 PROGRESS_MIN_INTERVAL_S = 0.2
@@ -133,11 +135,13 @@ class JobContext:
     outputs: list[PendingCheckpoint] = field(default_factory=list)
     report: dict[str, Any] | None = None
     load_s: float = 0.0
+    log_capture: JobLogCapture | None = None
     _started_at: float = field(default_factory=time.monotonic)
     _next_limit_check: float = 0.0
     # The latest progress, stage and summary not yet written: the next write, or the run's final one (park, finish),
     # carries them.
     _unwritten: dict[str, Any] = field(default_factory=dict)
+    _last_stage: str | None = None
 
     def __post_init__(self) -> None:
         self.time_limit_s = self.settings.time_limit_s(self.kind)
@@ -211,8 +215,9 @@ class JobContext:
         """
         self.interrupt()
         self._unwritten["progress"] = max(0.0, min(1.0, float(fraction)))
-        if stage is not None:
-            self._unwritten["stage"] = stage[:200]
+        if stage is not None and stage[:200] != self._last_stage:
+            self._last_stage = self._unwritten["stage"] = stage[:200]
+            log.info("%s", self._last_stage)  # each stage once, so the job's own log tells where it went
         now = time.monotonic()
         if now - self._last_progress_at < PROGRESS_MIN_INTERVAL_S and fraction < 1.0:
             return
@@ -551,6 +556,8 @@ def _heartbeat(context: JobContext, stop: threading.Event) -> None:
                 session.commit()
             if cancel_requested:
                 context.cancel_event.set()
+            if context.log_capture is not None:
+                context.log_capture.flush()  # a quiet stretch of a job still shows its latest lines within a beat
         except OperationalError:
             log.warning("heartbeat for %s failed: database unreachable", context.job_id)
 
@@ -573,11 +580,38 @@ def run_job(job_id: str, handler: Callable[[JobContext], None], settings: Settin
     if claimed_job is None:
         log.info("job %s: nothing to run (finished, cancelled or running elsewhere)", job_id)
         return None
+    # The job's own log: records logged from here on carry its id and are kept in job_logs (``log_capture``).
+    bound = current_job_id.set(job_id)
+    capture = with_db_retries(lambda: JobLogCapture(job_id, settings))
+    root_logger = logging.getLogger()
+    root_logger.addHandler(capture)
+    try:
+        return _run_claimed(job_id, handler, settings, claimed_job, started, capture)
+    finally:
+        root_logger.removeHandler(capture)
+        capture.close()
+        current_job_id.reset(bound)
+
+
+def _run_claimed(
+    job_id: str,
+    handler: Callable[[JobContext], None],
+    settings: Settings,
+    claimed_job: Claim,
+    started: float,
+    capture: JobLogCapture,
+) -> JobStatus | None:
+    log.info("job %s: %s started", job_id, claimed_job.kind)
     params: JobParams = JOB_KINDS[claimed_job.kind].params.model_validate(claimed_job.params)
     parent_job_id, queued_s = claimed_job.parent_job_id, claimed_job.queued_s
     claimed = time.perf_counter()
     context = JobContext(
-        job_id=job_id, kind=claimed_job.kind, params=params, settings=settings, claim_token=claimed_job.token
+        job_id=job_id,
+        kind=claimed_job.kind,
+        params=params,
+        settings=settings,
+        claim_token=claimed_job.token,
+        log_capture=capture,
     )
     if claimed_job.cancel_requested:
         context.cancel_event.set()
@@ -620,6 +654,7 @@ def run_job(job_id: str, handler: Callable[[JobContext], None], settings: Settin
         "" if written else " (claim lost; outputs discarded)",
         extra={"timings_ms": timings_ms},
     )
+    capture.flush()  # the job's end is in its log before its parent moves on
     if written and parent_job_id:
         with_db_retries(lambda: wake_parent(settings, parent_job_id))
     return status if written else None

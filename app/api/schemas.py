@@ -194,6 +194,26 @@ class JobPublic(BaseModel):
     children: list[str] = Field(default_factory=list)
 
 
+class JobLogLine(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int = Field(description="the line's position in the job's log; pass the last one seen as `after` to read on")
+    level: str = Field(description="the record's level: DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    logged_at: datetime = Field(description="when the worker logged it")
+    logger: str = Field(description="the name of the logger that wrote it, e.g. recomb.worker")
+    message: str = Field(description="the message, with the traceback when the record carried one")
+
+
+class JobLogPage(BaseModel):
+    items: list[JobLogLine] = Field(description="the job's log lines after `after`, oldest first")
+    next_after: int = Field(
+        description="the `after` that reads on from here (the last line's id; `after` itself when there was none)"
+    )
+    job_status: JobStatus = Field(
+        description="the job's status when read; the line that records its end follows the status by a moment, so "
+        "a reader that saw it finished reads once more"
+    )
+
+
 class ReportSummary(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: str

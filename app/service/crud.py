@@ -11,7 +11,7 @@ import numpy as np
 from sqlmodel import Session, col, select
 
 from app.service.store import ArtifactStore
-from app.service.tables import Checkpoint, Job, LineageEdge, StateBuffer, new_id
+from app.service.tables import Checkpoint, Job, JobLog, LineageEdge, StateBuffer, new_id
 from core import checkpoint_file
 from core.checkpoint_file import CheckpointFile
 from core.states import dump_actions, dump_npy, load_npy, synthetic_states, validate_states
@@ -126,6 +126,14 @@ def read_states(session: Session, store: ArtifactStore, states_id: str | None, s
     if row is None:
         raise LookupError(f"state buffer {states_id} not found")
     return validate_states(load_npy(store.get(session, row.sha256)), input_dim)
+
+
+def job_log_lines(session: Session, job_id: str, after: int, limit: int) -> list[JobLog]:
+    """Up to ``limit`` of the job's log lines with an id above ``after``, oldest first."""
+    query = (
+        select(JobLog).where(col(JobLog.job_id) == job_id, col(JobLog.id) > after).order_by(col(JobLog.id)).limit(limit)
+    )
+    return list(session.exec(query).all())
 
 
 def lineage_parent(session: Session, child_id: str, role: str) -> str | None:

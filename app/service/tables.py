@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKeyConstraint, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKeyConstraint, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -119,6 +119,19 @@ class LineageEdge(SQLModel, table=True):
     child_id: str = Field(foreign_key="checkpoints.id", index=True, max_length=40)
     role: str = Field(max_length=40)
     job_id: str | None = Field(default=None, foreign_key="jobs.id", max_length=40)
+
+
+class JobLog(SQLModel, table=True):
+    """One log record of a job's run, captured by its worker; ``id`` orders a job's lines and is the read cursor."""
+
+    __tablename__ = "job_logs"
+    __table_args__ = (Index("ix_job_logs_job_id_id", "job_id", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", ondelete="CASCADE", max_length=40)
+    level: str = Field(max_length=16)
+    logged_at: datetime
+    logger: str = Field(max_length=200)
+    message: str = Field(sa_column=Column(Text, nullable=False))
 
 
 class StateBuffer(SQLModel, table=True):

@@ -1,18 +1,23 @@
 """The project's Python client (``app.cli.client``, what the CLI runs) against the real API served by uvicorn."""
 
+import hashlib
 import io
+import logging
 import threading
 import time
 from collections.abc import Iterator
 
+import numpy as np
+import onnxruntime
 import pytest
 import uvicorn
 
 import worker.tasks
 from app.cli.client import EXIT_OK, ClientError, ProgressDisplay, RecombClient, follow, parse_params, watch_and_report
+from app.cli.commands import main
 from app.main import create_app
 from migrations import upgrade
-from tests.api.conftest import make_settings
+from tests.api.conftest import make_settings, state_dict_bytes
 from worker.runner import run_job
 
 STARTUP_TIMEOUT_S = 30.0
@@ -89,3 +94,106 @@ def test_the_client_asks_for_a_key_the_server_wants(tmp_path):
         with pytest.raises(ClientError, match="needs an API key: set RECOMB_API_KEY"):
             RecombClient(url).get("/jobs")
         assert RecombClient(url, api_key="alpha").get("/jobs")["total"] == 0
+
+
+def test_the_client_uploads_synthesises_downloads_and_exports(served, tmp_path):
+    url, _ = served
+    client = RecombClient(url)
+    network_file = tmp_path / "policy.pt"
+    network_file.write_bytes(state_dict_bytes())
+    uploaded = client.upload_checkpoint(network_file, name="uploaded")
+    assert (uploaded["name"], uploaded["format"], uploaded["source_format"]) == ("uploaded", "float32", "reference")
+    states_file = tmp_path / "states.npy"
+    np.save(states_file, np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32))
+    actions_file = tmp_path / "actions.npy"
+    np.save(actions_file, np.arange(40, dtype=np.int64) % 4)
+    states = client.upload_states(states_file, actions=actions_file)
+    assert (states["n"], states["dim"], states["has_actions"], states["name"]) == (40, 8, True, "states.npy")
+    synthetic = client.create_synthetic(7, arch={"input_dim": 6, "hidden_sizes": [16], "output_dim": 3}, name="s7")
+    assert synthetic["arch"]["hidden_sizes"] == [16] and synthetic["name"] == "s7"
+    stored = client.download_checkpoint(synthetic["id"])
+    assert hashlib.sha256(stored).hexdigest() == synthetic["sha256"]
+    onnx_bytes = client.export_checkpoint(synthetic["id"], "onnx")
+    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    (q_values,) = session.run(None, {session.get_inputs()[0].name: np.zeros((5, 6), dtype=np.float32)})
+    assert q_values.shape == (5, 3)
+    assert client.export_checkpoint(uploaded["id"], "pt")[:2] == b"PK"  # torch.save's zip format
+    with pytest.raises(ClientError) as unknown:
+        client.export_checkpoint(synthetic["id"], "tflite")
+    assert unknown.value.status_code == 422 and "format" in unknown.value.detail
+    with pytest.raises(ClientError, match="cannot read") as unreadable:
+        client.upload_checkpoint(tmp_path / "absent.pt")
+    assert unreadable.value.status_code is None
+
+
+def test_the_client_cancels_reruns_and_follows_a_jobs_log(served, caplog):
+    caplog.set_level(logging.INFO)  # as `recomb worker` configures it (RECOMB_LOG_LEVEL)
+    url, settings = served
+    client = RecombClient(url)
+    parent = client.create_synthetic(3)["id"]
+    cancelled = client.cancel(client.submit("ptq", {"checkpoint_id": parent})["id"])
+    assert cancelled["status"] == "cancelled"
+    with pytest.raises(ClientError) as again:
+        client.cancel(cancelled["id"])
+    assert again.value.status_code == 409 and "already cancelled" in again.value.detail
+    rerun = client.rerun(cancelled["id"])
+    assert rerun["id"] != cancelled["id"] and rerun["params"] == cancelled["params"]
+    assert run_job(rerun["id"], worker.tasks.HANDLERS["ptq"], settings) == "succeeded"
+    assert client.wait_job(rerun["id"])["status"] == "succeeded"
+    followed = [line["message"] for line in client.follow_logs(rerun["id"], poll_s=0.01)]
+    assert followed[0] == f"job {rerun['id']}: ptq started" and followed[-1] == f"job {rerun['id']}: succeeded"
+    page = client.logs(rerun["id"], limit=2)
+    assert [line["message"] for line in page["items"]] == followed[:2]
+    assert [line["message"] for line in client.logs(rerun["id"], after=page["next_after"])["items"]] == followed[2:]
+    with pytest.raises(ClientError) as missing:
+        client.rerun("job_00000000000000000000")
+    assert (missing.value.status_code, missing.value.detail) == (404, "job 'job_00000000000000000000' not found")
+
+
+def test_the_commands_upload_download_export_cancel_rerun_and_print_logs(served, tmp_path, capsys, caplog, monkeypatch):
+    caplog.set_level(logging.INFO)
+    url, settings = served
+
+    def recomb(*args: str) -> tuple[int, str, str]:
+        code = main([*args, "--url", url])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = recomb("synthetic", "--seed", "4", "--arch", '{"hidden_sizes": [32, 32]}')
+    parent = out.split()[0]
+    assert code == 0 and out.split()[1:] == ["float32", "8-32-32-4", "layernorm", "relu"]
+    network_file = tmp_path / "policy.pt"
+    network_file.write_bytes(state_dict_bytes())
+    code, out, _ = recomb("upload", "checkpoint", str(network_file), "--name", "mine")
+    assert code == 0 and out.split()[1:] == ["float32", "8-64-64-4", "layernorm", "relu", "from", "reference"]
+    states_file = tmp_path / "states.npy"
+    np.save(states_file, np.zeros((10, 8), dtype=np.float32))
+    code, out, _ = recomb("upload", "states", str(states_file))
+    assert code == 0 and out.split()[1:] == ["10", "x", "8"]
+
+    target = tmp_path / "parent.safetensors"
+    code, out, _ = recomb("download", parent, "-o", str(target))
+    assert code == 0 and out == f"{target}  {target.stat().st_size} bytes\n"
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == RecombClient(url).get_checkpoint(parent)["sha256"]
+    monkeypatch.chdir(tmp_path)  # the export lands in the working directory
+    code, out, _ = recomb("export", parent, "--format", "onnx")
+    assert code == 0 and (tmp_path / f"{parent}.onnx").stat().st_size > 1000
+
+    code, out, _ = recomb("submit", "ptq", "-p", f"checkpoint_id={parent}", "-p", "mode=static")
+    job_id = out.strip()
+    code, out, _ = recomb("cancel", job_id)
+    assert code == 0 and out == f"{job_id}  cancelled\n"
+    code, out, err = recomb("cancel", job_id)
+    assert code == 2 and err == f"recomb: job {job_id} already cancelled (409)\n"
+    code, out, _ = recomb("rerun", job_id)
+    rerun_id = out.strip()
+    assert code == 0 and RecombClient(url).get_job(rerun_id)["params"]["mode"] == "static"
+    run_job(rerun_id, worker.tasks.HANDLERS["ptq"], settings)
+    code, out, _ = recomb("logs", rerun_id)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].endswith(f"INFO recomb.worker: job {rerun_id}: ptq started")
+    assert lines[-1].endswith(f"INFO recomb.worker: job {rerun_id}: succeeded")
+    code, followed, _ = recomb("logs", rerun_id, "--follow")
+    assert code == 0 and followed == out
+    code, _, err = recomb("logs", "job_00000000000000000000")
+    assert code == 2 and err == "recomb: job 'job_00000000000000000000' not found (404)\n"

@@ -20,12 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.cli.client import TERMINAL_STATUSES, RecombClient
 from app.settings import Settings
 
 POSTGRES_ADMIN_URL = os.environ.get("RECOMB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("RECOMB_TEST_REDIS", "redis://127.0.0.1:6379/0")
 STARTUP_TIMEOUT_S = 60.0
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = TERMINAL_STATUSES
 
 
 def require_postgres_and_redis() -> None:
@@ -55,13 +56,18 @@ def free_port() -> int:
 
 @dataclass
 class Stack:
-    """A running API plus workers; ``client`` talks to the API over real HTTP."""
+    """A running API plus workers.
+
+    ``recomb`` is the project's Python client of it; ``client`` is that client's
+    HTTP connection, for tests that look at raw responses (status codes, headers).
+    """
 
     name: str
     root: Path
     env: dict[str, str]
     port: int
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    recomb: RecombClient | None = None
     client: httpx.Client | None = None
 
     @property
@@ -105,7 +111,8 @@ class Stack:
         self.spawn("api", "api", "--port", str(self.port), "--processes", str(api_processes))
         for index in range(workers):
             self.start_worker(f"worker{index + 1}")
-        self.client = httpx.Client(base_url=self.url, timeout=30.0)
+        self.recomb = RecombClient(self.url)
+        self.client = self.recomb.http
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
@@ -124,8 +131,8 @@ class Stack:
         process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.client is not None:
-            self.client.close()
+        if self.recomb is not None:
+            self.recomb.close()
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
@@ -142,13 +149,10 @@ class Stack:
         )
 
     def wait_job(self, job_id: str, timeout: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.client.get(f"/jobs/{job_id}").json()
-            if job["status"] in TERMINAL:
-                return job
-            time.sleep(0.05)
-        raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s\n{self.logs()}")
+        try:
+            return self.recomb.wait_job(job_id, timeout_s=timeout)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}\n{self.logs()}") from error
 
 
 class RecombUp:

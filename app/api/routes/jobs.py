@@ -1,4 +1,4 @@
-"""Jobs: one ``POST /jobs/{kind}`` per kind (each with its documented body), list, read, cancel.
+"""Jobs: one ``POST /jobs/{kind}`` per kind (each with its documented body), list, read, cancel, rerun, logs.
 
 The API validates, writes the row, commits, then publishes the id: it never
 runs model code in the request.
@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, cast
 
+from celery import Celery
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
 from app.api import admission
@@ -19,6 +21,7 @@ from app.api.deps import (
     AdminDep,
     AuthDep,
     CeleryDep,
+    Idempotency,
     IdempotencyDep,
     PageDep,
     SessionDep,
@@ -28,7 +31,7 @@ from app.api.deps import (
 )
 from app.api.errors import get_or_404, unprocessable
 from app.api.idempotency import commit_once, replay
-from app.api.schemas import DeletedPublic, ErrorDetail, JobPublic, Page
+from app.api.schemas import MAX_OFFSET, DeletedPublic, ErrorDetail, JobLogLine, JobLogPage, JobPublic, Page
 from app.contracts.job_kinds import (
     JOB_KINDS,
     PUBLIC_KINDS,
@@ -245,9 +248,60 @@ class ServerTiming:
         return ", ".join(f"{phase};dur={ms:.2f}" for phase, ms in self.phases)
 
 
-def _route_for(job_kind: JobKind) -> Callable[..., JobPublic]:
+def queue_job(
+    job_kind: JobKind,
+    params: JobParams,
+    session: Session,
+    celery: Celery,
+    settings: Settings,
+    caller: str,
+    idempotency: Idempotency,
+    response: Response,
+    http_request: Request,
+) -> JobPublic:
+    """Check, admit, commit and publish one job: what every way of queueing a job goes through."""
     kind = job_kind.name
+    timing = ServerTiming()
+    # Every field, defaults included: a retry that spells out a default is the same request.
+    request = idempotency.of({"kind": kind, "params": params.model_dump(mode="json")})
+    if existing := replay(session, request, Job):
+        return job_views(session, [existing])[0]
+    queue_counts = http_request.app.state.queue_counts
+    admission.check_queue(
+        session, settings, queue_counts, caller
+    )  # first: the cheapest refusal, and the one a busy service gives most
+    params = resolve_defaults(session, resolve_model_refs(session, params))
+    inputs = check_references(session, params, settings)
+    admission.check_work(kind, job_kind.estimate_work(params, inputs), settings)
+    timing.mark("admit")
+    job = Job(kind=kind, params=params.model_dump(mode="json", exclude_none=True), owner=caller, published_at=utcnow())
+    session.add(job)
+    job, created = commit_once(session, request, job, Job)
+    timing.mark("commit")
+    if created:
+        queue_counts.admitted(caller)
+        try:
+            publish(job.id, kind, celery)
+        except Exception:  # the row is committed: the reconciler publishes it once the broker is back
+            log.warning("publishing job %s failed; the reconciler will retry", job.id, exc_info=True)
+        timing.mark("publish")
+    # A job just created has no report, outputs or children to look up.
+    view = JobPublic.model_validate(job) if created else job_views(session, [job])[0]
+    timing.mark("view")
+    response.headers["Server-Timing"] = timing.header()
+    return view
 
+
+BUSY_RESPONSE: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorDetail,
+        "description": "the queue is past RECOMB_MAX_QUEUED_JOBS and this caller holds its fair share; retry "
+        "after Retry-After seconds",
+    }
+}
+
+
+def _route_for(job_kind: JobKind) -> Callable[..., JobPublic]:
     def create(
         params: Annotated[JobParams, Body()],
         session: SessionDep,
@@ -258,39 +312,9 @@ def _route_for(job_kind: JobKind) -> Callable[..., JobPublic]:
         response: Response,
         http_request: Request,
     ) -> JobPublic:
-        timing = ServerTiming()
-        # Every field, defaults included: a retry that spells out a default is the same request.
-        request = idempotency.of({"kind": kind, "params": params.model_dump(mode="json")})
-        if existing := replay(session, request, Job):
-            return job_views(session, [existing])[0]
-        queue_counts = http_request.app.state.queue_counts
-        admission.check_queue(
-            session, settings, queue_counts, caller
-        )  # first: the cheapest refusal, and the one a busy service gives most
-        params = resolve_defaults(session, resolve_model_refs(session, params))
-        inputs = check_references(session, params, settings)
-        admission.check_work(kind, job_kind.estimate_work(params, inputs), settings)
-        timing.mark("admit")
-        job = Job(
-            kind=kind, params=params.model_dump(mode="json", exclude_none=True), owner=caller, published_at=utcnow()
-        )
-        session.add(job)
-        job, created = commit_once(session, request, job, Job)
-        timing.mark("commit")
-        if created:
-            queue_counts.admitted(caller)
-            try:
-                publish(job.id, kind, celery)
-            except Exception:  # the row is committed: the reconciler publishes it once the broker is back
-                log.warning("publishing job %s failed; the reconciler will retry", job.id, exc_info=True)
-            timing.mark("publish")
-        # A job just created has no report, outputs or children to look up.
-        view = JobPublic.model_validate(job) if created else job_views(session, [job])[0]
-        timing.mark("view")
-        response.headers["Server-Timing"] = timing.header()
-        return view
+        return queue_job(job_kind, params, session, celery, settings, caller, idempotency, response, http_request)
 
-    create.__name__ = f"create_{kind.replace('-', '_')}_job"
+    create.__name__ = f"create_{job_kind.name.replace('-', '_')}_job"
     create.__doc__ = job_kind.params.__doc__
     # FastAPI reads the body's model from the annotation: this kind's params, not their base.
     create.__annotations__["params"] = Annotated[job_kind.params, Body()]
@@ -305,13 +329,7 @@ for _kind in PUBLIC_KINDS:
         status_code=status.HTTP_202_ACCEPTED,
         response_model=JobPublic,
         summary=f"Queue {_kind}: {JOB_KINDS[_kind].description}",
-        responses={
-            429: {
-                "model": ErrorDetail,
-                "description": "the queue is past RECOMB_MAX_QUEUED_JOBS and this caller holds its fair share; retry "
-                "after Retry-After seconds",
-            }
-        },
+        responses=BUSY_RESPONSE,
     )
 
 
@@ -405,6 +423,60 @@ def delete_job(
         checkpoints=deleted.checkpoints,
         model_versions=deleted.model_versions,
         artifacts_removed=deleted.artifacts,
+    )
+
+
+@router.post(
+    "/{job_id}/rerun",
+    response_model=JobPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        **BUSY_RESPONSE,
+        409: {"model": ErrorDetail, "description": "the job is part of a composite job: rerun that one"},
+        422: {"model": ErrorDetail, "description": "the job's params or inputs no longer pass the checks"},
+    },
+)
+def rerun_job(
+    job_id: str,
+    session: SessionDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    caller: SubmitterDep,
+    idempotency: IdempotencyDep,
+    response: Response,
+    http_request: Request,
+) -> JobPublic:
+    """Queue a new job of the same kind with the same params, checked and admitted as ``POST /jobs/{kind}`` is."""
+    job = get_job_row(session, job_id)
+    if job.kind not in PUBLIC_KINDS:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"job {job_id} is a {job.kind} job made by job {job.parent_job_id}; rerun that job instead",
+        )
+    job_kind = JOB_KINDS[job.kind]
+    try:
+        params = job_kind.params.model_validate(job.params)
+    except ValidationError as error:
+        raise unprocessable(f"the params of job {job_id} no longer validate: {error}") from error
+    return queue_job(job_kind, params, session, celery, settings, caller, idempotency, response, http_request)
+
+
+@router.get("/{job_id}/logs", response_model=JobLogPage)
+def get_job_logs(
+    job_id: str,
+    session: SessionDep,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_OFFSET, description="only lines after this one (a `next_after` read before)")
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=500, description="at most this many lines")] = 500,
+) -> JobLogPage:
+    """The job's own log lines (what its worker logged while running it), oldest first, read on with ``after``."""
+    job = get_job_row(session, job_id)
+    lines = crud.job_log_lines(session, job_id, after, limit)
+    return JobLogPage(
+        items=[JobLogLine.model_validate(line) for line in lines],
+        next_after=lines[-1].id if lines else after,
+        job_status=job.status,
     )
 
 
