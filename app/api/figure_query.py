@@ -83,12 +83,13 @@ def parse_where(kind: str | None, conditions: Sequence[str]) -> list[FigureCondi
 def filter_by_figures(
     query: Select | SelectOfScalar, kind: str | None, conditions: Sequence[FigureCondition]
 ) -> Select | SelectOfScalar:
-    """Reports of ``kind`` whose figures meet every condition (one primary-key probe per condition)."""
+    """Reports of ``kind`` whose figures meet every condition: a probe per report, or a range of the figure index."""
     for condition in conditions:
         figure = aliased(ReportFigure)
         query = query.where(
             exists().where(
                 col(figure.report_id) == Report.id,
+                col(figure.kind) == kind,
                 col(figure.name) == condition.name,
                 OPERATORS[condition.op](col(figure.value), condition.value),
             )

@@ -157,9 +157,11 @@ class StateBuffer(SQLModel, table=True):
 
 class Report(SQLModel, table=True):
     __tablename__ = "reports"
+    # Covers a kind's list newest first, and a count of a kind's reports, without reading their bodies.
+    __table_args__ = (Index("ix_reports_kind_created_at_id", "kind", "created_at", "id"),)
     id: str = Field(default_factory=lambda: new_id("rep"), primary_key=True, max_length=40)
     job_id: str = Field(foreign_key="jobs.id", index=True, max_length=40)
-    kind: str = Field(index=True, max_length=40)
+    kind: str = Field(max_length=40)
     experiment: str = experiment_field()
     schema_version: str = Field(max_length=16)
     passed: bool
@@ -180,11 +182,12 @@ class Tag(SQLModel, table=True):
 class ReportFigure(SQLModel, table=True):
     """One numeric figure of a report (``report_models.numeric_figures``), written with the report.
 
-    Lists sort and filter reports by figure through the ``(kind, name, value)`` index.
+    Lists sort and filter reports by figure through the ``(kind, name, value, report_id)`` index, which also
+    counts them without reading the table.
     """
 
     __tablename__ = "report_figures"
-    __table_args__ = (Index("ix_report_figures_kind_name_value", "kind", "name", "value"),)
+    __table_args__ = (Index("ix_report_figures_kind_name_value", "kind", "name", "value", "report_id"),)
     report_id: str = Field(primary_key=True, foreign_key="reports.id", max_length=40)
     name: str = Field(primary_key=True, max_length=120)
     kind: str = Field(max_length=40)

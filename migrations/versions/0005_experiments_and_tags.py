@@ -2,8 +2,10 @@
 
 - ``jobs.name``; ``experiment`` (default ``"default"``, indexed) on jobs, checkpoints and reports;
 - ``tags(resource_type, resource_id, tag)`` with an index on ``(resource_type, tag)``;
-- ``report_figures(report_id, name, kind, value)`` with an index on ``(kind, name, value)``,
-  filled here for the reports already stored.
+- ``report_figures(report_id, name, kind, value)`` with an index on ``(kind, name, value, report_id)``,
+  filled here for the reports already stored;
+- reports' index on ``kind`` becomes ``(kind, created_at, id)``, which serves a kind's list and its count
+  without reading report bodies.
 
 The back-fill reads each body with the report models (``app.contracts.report_models``), the same
 definition of a figure that writes the rows of new reports. Downgrade drops what upgrade made.
@@ -59,7 +61,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("report_id", "name"),
     )
     _backfill_figures(figures)
-    op.create_index("ix_report_figures_kind_name_value", "report_figures", ["kind", "name", "value"], unique=False)
+    op.create_index(
+        "ix_report_figures_kind_name_value", "report_figures", ["kind", "name", "value", "report_id"], unique=False
+    )
+    with op.batch_alter_table("reports", schema=None) as batch_op:
+        batch_op.drop_index("ix_reports_kind")
+        batch_op.create_index("ix_reports_kind_created_at_id", ["kind", "created_at", "id"], unique=False)
 
 
 def _backfill_figures(figures: sa.Table) -> None:
@@ -69,7 +76,10 @@ def _backfill_figures(figures: sa.Table) -> None:
     last_id = ""
     while True:
         batch = connection.execute(
-            sa.select(reports.c.id, reports.c.body).where(reports.c.id > last_id).order_by(reports.c.id).limit(BACKFILL_BATCH)
+            sa.select(reports.c.id, reports.c.body)
+            .where(reports.c.id > last_id)
+            .order_by(reports.c.id)
+            .limit(BACKFILL_BATCH)
         ).all()
         if not batch:
             return
@@ -87,6 +97,9 @@ def _backfill_figures(figures: sa.Table) -> None:
 
 def downgrade() -> None:
     """Downgrade schema."""
+    with op.batch_alter_table("reports", schema=None) as batch_op:
+        batch_op.drop_index("ix_reports_kind_created_at_id")
+        batch_op.create_index("ix_reports_kind", ["kind"], unique=False)
     op.drop_index("ix_report_figures_kind_name_value", table_name="report_figures")
     op.drop_table("report_figures")
     op.drop_index("ix_tags_resource_type_tag", table_name="tags")
