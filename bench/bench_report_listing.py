@@ -6,9 +6,10 @@ Run: ``.venv/bin/python bench/bench_report_listing.py`` (PostgreSQL at ``RECOMB_
 (COPY) with ``N_JOBS`` succeeded jobs and their reports: 70 % distill, 30 % PTQ, bodies from the real 2.0 reports
 of ``tests/data/reports_v1.json`` with their figures drawn anew per report (agreements in 0.5-1, losses, sizes),
 ``report_figures`` rows exactly as a worker writes them (``numeric_figures``), one of ``N_EXPERIMENTS``
-experiments and 1-3 of ``N_TAGS`` tags per job. Then each listing goes ``REPEATS`` times through the real app
-(``TestClient``, one warm-up first; the database is vacuumed and analysed after the load, as autovacuum would); the JSON has median and p95 per listing, the row counts it matched, and the
-plan PostgreSQL chose for the request's main query (``EXPLAIN ANALYZE`` of the statement the app sent).
+experiments and 1-3 of ``N_TAGS`` tags per job; the database is vacuumed and analysed after the load, as
+autovacuum would. Then each listing goes ``REPEATS`` times through the real app (``TestClient``, one warm-up
+first); the JSON has median and p95 per listing, the row counts it matched, and the plans PostgreSQL chose
+for the page and count queries (``EXPLAIN ANALYZE`` of the statements the app sent).
 """
 
 from __future__ import annotations

@@ -146,8 +146,15 @@ def test_where_keeps_exactly_the_reports_that_meet_every_condition(organised):
     client, _, _, jobs, _ = organised
     values = {report["id"]: agreement(report) for _, report in jobs.values()}
     middle = sorted(values.values())[1]
-    for op, keep in ((">=", lambda v: v >= middle), (">", lambda v: v > middle), ("<", lambda v: v < middle),
-                     ("<=", lambda v: v <= middle), ("==", lambda v: v == middle), ("!=", lambda v: v != middle)):  # fmt: skip
+    expected = {
+        ">=": lambda v: v >= middle,
+        ">": lambda v: v > middle,
+        "<": lambda v: v < middle,
+        "<=": lambda v: v <= middle,
+        "==": lambda v: v == middle,
+        "!=": lambda v: v != middle,
+    }
+    for op, keep in expected.items():
         listed = ids(client.get("/reports", params={"kind": "distill", "where": f"{AGREEMENT}{op}{middle!r}"}))
         assert set(listed) == {i for i, v in values.items() if keep(v)}, op
     epochs = {report["id"]: report["body"]["best_epoch"] for _, report in jobs.values()}
