@@ -29,6 +29,7 @@ BENCHMARKS = (
     "bench_load",
     "bench_any_mlp",
     "bench_memory",
+    "bench_report_listing",
 )
 README_BLOCK = re.compile(r"(<!-- bench:start -->\n).*?(<!-- bench:end -->)", re.DOTALL)
 
@@ -331,6 +332,37 @@ ROWS = (
     ),
     ("Idle worker resident memory", "memory", "worker_idle_mib", "{:.0f} MiB", "target < 300 MiB"),
     ("API start-up to /healthz (median)", "memory", "startup_to_healthz_s.median", "{:.2f} s", ""),
+    (
+        "`GET /reports?kind=distill&sort=-FIGURE&limit=50`, 100,000 jobs on PostgreSQL (median / p95)",
+        "report_listing",
+        ("listings.reports_sorted_by_figure.median_ms", "listings.reports_sorted_by_figure.p95_ms"),
+        "{:.1f} ms",
+        "target < 100 ms",
+    ),
+    (
+        "... with `where=FIGURE>=0.9` / with two `where=`",
+        "report_listing",
+        ("listings.reports_sorted_with_where.median_ms", "listings.reports_sorted_two_wheres.median_ms"),
+        "{:.1f} ms",
+        "target < 100 ms",
+    ),
+    (
+        "... with `tag=` and `experiment=` (median / p95)",
+        "report_listing",
+        (
+            "listings.reports_sorted_by_tag_and_experiment.median_ms",
+            "listings.reports_sorted_by_tag_and_experiment.p95_ms",
+        ),
+        "{:.1f} ms",
+        "target < 100 ms",
+    ),
+    (
+        "`GET /jobs?tag=T&limit=50`, 100,000 jobs (median / p95)",
+        "report_listing",
+        ("listings.jobs_by_tag.median_ms", "listings.jobs_by_tag.p95_ms"),
+        "{:.1f} ms",
+        "target < 100 ms",
+    ),
 )
 
 

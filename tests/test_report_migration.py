@@ -17,7 +17,7 @@ from app.contracts.job_kinds import JOB_KINDS
 from app.contracts.report_models import parse_report
 from migrations import current_revision, migrate, upgrade
 from tests.api.conftest import client_for, make_settings
-from tests.test_migrations import empty_database  # noqa: F401  (the fixture: SQLite and PostgreSQL)
+from tests.test_migrations import HEAD, empty_database  # noqa: F401  (the fixture: SQLite and PostgreSQL)
 
 REPORT_MODELS = {kind: job_kind.report_model for kind, job_kind in JOB_KINDS.items()}
 V1_REPORTS = json.loads((Path(__file__).parent / "data" / "reports_v1.json").read_text())
@@ -59,7 +59,7 @@ def test_1_0_reports_read_as_2_0_after_migrate_and_come_back_on_downgrade(tmp_pa
     store_v1_reports(url)
     settings = make_settings(tmp_path, database_url=url)
     with client_for(settings) as client:  # migrates to head first
-        assert current_revision(url) == "0004"
+        assert current_revision(url) == HEAD
         kinds = set()
         for row in V1_REPORTS:
             response = client.get(f"/reports/{row['id']}")
@@ -80,5 +80,5 @@ def test_1_0_reports_read_as_2_0_after_migrate_and_come_back_on_downgrade(tmp_pa
         ptq_body = client.get(f"/reports/{ptq['id']}").json()["body"]
         assert ptq_body["checks"] == ptq["body"]["validation"]["checks"]
         assert ptq_body["held_out"] == ptq["body"]["validation"]["fidelity"]
-    assert migrate(url, "0003") == ("0004", "0003")
+    assert migrate(url, "0003") == (HEAD, "0003")
     assert stored_reports(url) == {row["id"]: ("1.0", row["body"]) for row in V1_REPORTS}

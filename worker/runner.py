@@ -47,7 +47,7 @@ from app.service import crud, job_status
 from app.service.db import commit_without_flush_wait, get_engine
 from app.service.queue import publish
 from app.service.store import get_store
-from app.service.tables import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, new_id, utcnow
+from app.service.tables import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, ResourceType, new_id, utcnow
 from app.settings import Settings, get_settings
 from core import artifacts
 from core.metrics import rss_bytes
@@ -264,7 +264,13 @@ class JobContext:
             if existing is not None:
                 return existing
             row = crud.create_checkpoint(
-                session, get_store(self.settings), checkpoint, name=name, job_id=self.job_id, output_index=output_index
+                session,
+                get_store(self.settings),
+                checkpoint,
+                name=name,
+                job_id=self.job_id,
+                output_index=output_index,
+                labels=crud.job_labels(session, self.job_id),
             )
             session.commit()
             return row.id
@@ -310,26 +316,31 @@ class JobContext:
         """Create child jobs ``(key, kind, params)`` in one transaction, then publish them, in order.
 
         Keys already taken by this job's children are skipped, so a re-run
-        creates nothing twice. Children belong to this job's owner.
+        creates nothing twice. Children belong to this job's owner and are
+        filed under its experiment and tags.
         """
         with self._session() as session:
             if not job_status.hold_for_children(session, self.job_id, self.claim_token):
                 raise JobCancelled()  # cancelled (or no longer ours) while awake: start no children
             existing = set(session.exec(select(Job.child_key).where(Job.parent_job_id == self.job_id)).all())
             owner = session.exec(select(Job.owner).where(Job.id == self.job_id)).one()
+            labels = crud.job_labels(session, self.job_id)
             created = [
                 Job(
                     kind=kind,
-                    params=JOB_KINDS[kind].params.model_validate(params).model_dump(mode="json", exclude_none=True),
+                    params=JOB_KINDS[kind].params.model_validate(params).stored_params(),
                     parent_job_id=self.job_id,
                     child_key=key,
                     owner=owner,
+                    experiment=labels.experiment,
                     published_at=utcnow(),
                 )
                 for key, kind, params in children
                 if key not in existing
             ]
             session.add_all(created)
+            for child in created:
+                crud.add_tags(session, ResourceType.job, child.id, labels.tags)
             session.commit()
             published = [(child.id, child.kind) for child in created]
         for child_id, kind in published:
@@ -510,6 +521,8 @@ def _children_counts(session: Session, parent_id: str) -> tuple[int, int]:
 
 
 def _write_outputs(session: Session, store, context: JobContext) -> None:
+    """The job's checkpoints, their lineage and its report, filed under the job's experiment and tags."""
+    labels = crud.job_labels(session, context.job_id)
     for index, pending in enumerate(context.outputs):
         crud.create_checkpoint(
             session,
@@ -519,21 +532,13 @@ def _write_outputs(session: Session, store, context: JobContext) -> None:
             name=pending.name,
             job_id=context.job_id,
             output_index=index,
+            labels=labels,
         )
         session.flush()
         for parent_id, role in pending.lineage:
             crud.add_lineage(session, parent_id, pending.id, role, context.job_id)
     if context.report is not None:
-        body = context.report
-        session.add(
-            Report(
-                job_id=context.job_id,
-                kind=body["kind"],
-                schema_version=str(body["schema_version"]),
-                passed=bool(body["passed"]),
-                body=body,
-            )
-        )
+        crud.create_report(session, context.job_id, context.report, labels.experiment)
 
 
 def _heartbeat(context: JobContext, stop: threading.Event) -> None:

@@ -10,24 +10,28 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
 from celery import Celery
 from fastapi import Depends, Header, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import ColumnElement
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, SQLModel, func, select
+from sqlmodel import Session, SQLModel, col, exists, func, select
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
 from app.api.errors import not_found, valid_id
 from app.api.idempotency import IdempotentRequest
 from app.api.middleware import caller_of, role_of
 from app.api.schemas import MAX_OFFSET
+from app.contracts.labels import MAX_TAGS, Experiment, Tag
 from app.service.db import get_engine
 from app.service.store import ArtifactStore, get_store
-from app.service.tables import Job
+from app.service.tables import Job, ResourceType
+from app.service.tables import Tag as TagRow
 from app.settings import ROLES, Role, Settings
 
 
@@ -180,15 +184,78 @@ class Pagination:
         self.limit, self.offset = limit, offset
 
     def page(
-        self, session: Session, query: Select | SelectOfScalar, model: type[SQLModel], newest_by: str = "created_at"
+        self,
+        session: Session,
+        query: Select | SelectOfScalar,
+        model: type[SQLModel],
+        order_by: Sequence[ColumnElement] = (),
+        newest_by: str = "created_at",
     ) -> dict:
-        """``{items, total, limit, offset}`` of ``query``, newest first by ``newest_by``, then primary key."""
+        """``{items, total, limit, offset}`` of ``query``, ordered by ``order_by`` (default: newest first by the
+        ``newest_by`` column), then primary key."""
         total = session.exec(select(func.count()).select_from(query.subquery())).one()
         table = model.__table__  # type: ignore[attr-defined]  # every listed table has a time column
+        order = [*order_by] or [table.c[newest_by].desc()]
         items = session.exec(
-            query.order_by(table.c[newest_by].desc(), *table.primary_key.columns).offset(self.offset).limit(self.limit)
+            query.order_by(*order, *table.primary_key.columns).offset(self.offset).limit(self.limit)
         ).all()
         return {"items": list(items), "total": total, "limit": self.limit, "offset": self.offset}
 
 
 PageDep = Annotated[Pagination, Depends()]
+
+
+class LabelFilters:
+    """The filters every list takes: experiment, tags (every one must match) and a creation-time window."""
+
+    def __init__(
+        self,
+        experiment: Annotated[Experiment | None, Query(description="only rows filed under this experiment")] = None,
+        tag: Annotated[
+            list[Tag] | None,
+            Query(max_length=MAX_TAGS, description="only rows with this tag; repeat it to require several"),
+        ] = None,
+        created_after: Annotated[
+            datetime | None, Query(description="only rows created at or after this ISO 8601 time (UTC if no zone)")
+        ] = None,
+        created_before: Annotated[
+            datetime | None, Query(description="only rows created before this ISO 8601 time (UTC if no zone)")
+        ] = None,
+    ) -> None:
+        self.experiment, self.tags = experiment, list(dict.fromkeys(tag or []))
+        self.created_after, self.created_before = _as_utc(created_after), _as_utc(created_before)
+
+    def apply(
+        self,
+        query: Select | SelectOfScalar,
+        model: type[SQLModel],
+        resource_type: ResourceType,
+        tagged_id: Any,
+    ) -> Select | SelectOfScalar:
+        """``query`` narrowed to the filters; ``tagged_id`` is the column naming the row whose tags count."""
+        columns = model.__table__.c  # type: ignore[attr-defined]  # every listed table has experiment and created_at
+        if self.experiment is not None:
+            query = query.where(columns.experiment == self.experiment)
+        for tag in self.tags:  # one indexed semi-join per tag
+            query = query.where(
+                exists().where(
+                    col(TagRow.resource_type) == resource_type,
+                    col(TagRow.resource_id) == tagged_id,
+                    col(TagRow.tag) == tag,
+                )
+            )
+        if self.created_after is not None:
+            query = query.where(columns.created_at >= self.created_after)
+        if self.created_before is not None:
+            query = query.where(columns.created_at < self.created_before)
+        return query
+
+
+def _as_utc(moment: datetime | None) -> datetime | None:
+    # SQLite stores UTC wall-clock text, so every bound is compared in UTC.
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+LabelFiltersDep = Annotated[LabelFilters, Depends()]

@@ -8,8 +8,17 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.contracts.arch_schema import ArchSchema
+from app.contracts.labels import (
+    DEFAULT_EXPERIMENT,
+    EXPERIMENT_DESCRIPTION,
+    NAME_DESCRIPTION,
+    TAGS_DESCRIPTION,
+    Experiment,
+    Name,
+    Tags,
+)
 from app.contracts.model_refs import ALIAS_PATTERN, MODEL_NAME_PATTERN
-from app.contracts.report_models import ReportBody
+from app.contracts.report_models import FigureValue, ReportBody
 from app.service.tables import JobStatus
 
 ItemT = TypeVar("ItemT")
@@ -36,12 +45,16 @@ class SyntheticCheckpointCreate(BaseModel):
     arch: ArchSchema = Field(default_factory=ArchSchema)
     seed: int = Field(..., ge=0, le=2**63 - 1)
     name: str | None = Field(default=None, max_length=200)
+    experiment: Experiment = Field(default=DEFAULT_EXPERIMENT, description=EXPERIMENT_DESCRIPTION)
+    tags: Tags = Field(default_factory=list, description=TAGS_DESCRIPTION)
 
 
 class CheckpointPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: str
     name: str | None
+    experiment: str = Field(description="the experiment it is filed under (a job's outputs inherit the job's)")
+    tags: list[str] = Field(default_factory=list, description="its tags, sorted (a job's outputs inherit the job's)")
     arch: dict[str, Any]
     format: str
     dtype: str
@@ -171,6 +184,9 @@ class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: str
     kind: str
+    name: str | None = Field(description="the name given when it was queued or patched")
+    experiment: str = Field(description="the experiment it is filed under (children inherit their parent's)")
+    tags: list[str] = Field(default_factory=list, description="its tags, sorted (children inherit their parent's)")
     status: JobStatus
     progress: float
     stage: str
@@ -219,6 +235,8 @@ class ReportSummary(BaseModel):
     id: str
     job_id: str
     kind: str
+    experiment: str = Field(description="the experiment of the job that wrote it")
+    tags: list[str] = Field(default_factory=list, description="the tags of the job that wrote it, sorted")
     schema_version: str
     passed: bool
     created_at: datetime
@@ -298,6 +316,43 @@ class AuditEventPublic(BaseModel):
     target_type: str = Field(description="the kind of thing changed, e.g. webhook")
     target_id: str = Field(description="the id of the thing changed")
     detail: dict[str, Any] = Field(description="facts about the change (never a secret)")
+
+
+class LabelsPatch(BaseModel):
+    """A change of name and tags; a field left out keeps its value, ``tags`` replaces them all."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Name | None = Field(default=None, description=f"the new name: {NAME_DESCRIPTION}")
+    tags: Tags | None = Field(default=None, description=f"the new tags, replacing the old: {TAGS_DESCRIPTION}")
+
+
+class FigureComparison(BaseModel):
+    """One figure across the compared reports, in the order they were asked for."""
+
+    name: str = Field(description="dotted path of the figure within a report body, e.g. `held_out.action_agreement`")
+    values: list[FigureValue] = Field(description="its value in each report; null where a report lacks it")
+    differences: list[float | None] = Field(
+        description="each value minus the first report's; null where either is missing or not a number"
+    )
+
+
+class ComparedReport(BaseModel):
+    """One report of a comparison."""
+
+    id: str = Field(description="the report's id")
+    kind: str = Field(description="its job kind")
+    job_id: str = Field(description="the job that wrote it")
+    passed: bool = Field(description="the job's verdict")
+    curves: list[dict[str, Any]] = Field(
+        description="its per-epoch figures (`curves` of distill, qat and finetune reports); empty for other kinds"
+    )
+
+
+class ReportComparison(BaseModel):
+    """Reports side by side: every figure any of them shows, with its difference from the first report."""
+
+    reports: list[ComparedReport] = Field(description="the reports, in the order of `ids`")
+    figures: list[FigureComparison] = Field(description="every figure any of them shows, first-seen order")
 
 
 # The largest OFFSET SQLite and PostgreSQL accept (a signed 64-bit integer); beyond it they fail, not page.

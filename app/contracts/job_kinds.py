@@ -22,6 +22,15 @@ from pydantic_core import PydanticCustomError
 from app.contracts import report_models
 from app.contracts.arch_schema import ArchSchema
 from app.contracts.job_fields import documented_field
+from app.contracts.labels import (
+    DEFAULT_EXPERIMENT,
+    EXPERIMENT_DESCRIPTION,
+    NAME_DESCRIPTION,
+    TAGS_DESCRIPTION,
+    Experiment,
+    Name,
+    Tags,
+)
 from app.contracts.model_refs import CHECKPOINT_REF_DESCRIPTION, CHECKPOINT_REF_MAX_LENGTH
 from core import work
 from core.arch import QNetworkArch
@@ -92,9 +101,17 @@ class JobParams(BaseModel):
     named checkpoint was trained on; ``states_fields`` the fields holding a
     ``StatesSpec``. Fields filled in before queueing are set with
     ``with_resolved``, which keeps the config built at validation.
+
+    ``name``, ``experiment`` and ``tags`` (``LABEL_FIELDS``) file the job;
+    they are stored on the job row, never in its params, and never reach the
+    stage's config.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name | None = Field(default=None, description=f"the job's name: {NAME_DESCRIPTION}")
+    experiment: Experiment = Field(default=DEFAULT_EXPERIMENT, description=EXPERIMENT_DESCRIPTION)
+    tags: Tags = Field(default_factory=list, description=TAGS_DESCRIPTION)
+    LABEL_FIELDS: ClassVar[frozenset[str]] = frozenset({"name", "experiment", "tags"})
     checkpoint_refs: ClassVar[dict[str, CheckpointFormat | None]] = {}
     checkpoint_list_refs: ClassVar[dict[str, CheckpointFormat | None]] = {}
     same_shapes: ClassVar[tuple[str, ...]] = ()
@@ -112,6 +129,10 @@ class JobParams(BaseModel):
         ``ValueError`` for a combination the job cannot build.
         """
         return []
+
+    def stored_params(self) -> dict[str, Any]:
+        """What the job row stores as its params: every field but the labels, as JSON values."""
+        return self.model_dump(mode="json", exclude_none=True, exclude=set(self.LABEL_FIELDS))
 
     def config(self) -> Any:
         """The core config dataclass these params describe, built once when they were validated."""

@@ -20,6 +20,10 @@ Workers validate a report against its kind's model (``report_model`` of its
 from __future__ import annotations
 
 import builtins
+import functools
+import math
+import types
+import typing
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, computed_field
@@ -448,3 +452,53 @@ def parse_report(body: dict[str, Any]) -> ReportBody:
 def stored_body(report: ReportBase) -> dict[str, Any]:
     """What the database keeps of a report: the fields it was given (no computed ones, no defaults added)."""
     return report.model_dump(mode="json", exclude={"figures"}, exclude_unset=True)
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds a number (int or float, optional or not; bool is not one)."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    return any(option in (int, float) for option in options) and bool not in options
+
+
+def _section_figure_names(model: type[BaseModel], prefix: str, depth: int) -> list[str]:
+    names: list[str] = []
+    for field, info in model.model_fields.items():
+        if _numeric(info.annotation):
+            names.append(f"{prefix}.{field}")
+        elif depth > 1 and isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            names += _section_figure_names(info.annotation, f"{prefix}.{field}", depth - 1)
+    return names
+
+
+@functools.cache
+def figure_names(model: type[ReportBase]) -> tuple[str, ...]:
+    """The numeric figures every report of ``model`` may show, by dotted name: what lists sort and filter by.
+
+    Read from the model's typed fields (top-level numbers, then its ``figure_sections``); figures under free-form
+    sections (``dict`` fields, e.g. a search's ``winner``) have no fixed name, so they are not among them.
+    """
+    names = [
+        name
+        for name, info in model.model_fields.items()
+        if name not in BOILERPLATE_FIELDS and _numeric(info.annotation)
+    ]
+    for section, depth in model.figure_sections:
+        annotation = model.model_fields[section].annotation
+        options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+        for option in options:
+            if isinstance(option, type) and issubclass(option, BaseModel):
+                names += _section_figure_names(option, section, depth)
+    return tuple(names)
+
+
+def numeric_figures(report: ReportBase) -> dict[str, float]:
+    """The report's figures named by ``figure_names`` that have a finite value: what ``report_figures`` stores."""
+    names = set(figure_names(type(report)))
+    return {
+        figure.name: float(figure.value)
+        for figure in report.figures
+        if figure.name in names
+        and isinstance(figure.value, (int, float))
+        and not isinstance(figure.value, bool)
+        and math.isfinite(figure.value)
+    }

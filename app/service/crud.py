@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import io
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
+from app.contracts.report_models import numeric_figures, parse_report
 from app.service.store import ArtifactStore
-from app.service.tables import Checkpoint, Job, JobLog, LineageEdge, StateBuffer, new_id
+from app.service.tables import (
+    DEFAULT_EXPERIMENT,
+    Checkpoint,
+    Job,
+    JobLog,
+    LineageEdge,
+    Report,
+    ReportFigure,
+    ResourceType,
+    StateBuffer,
+    Tag,
+    new_id,
+)
 from core import checkpoint_file
 from core.checkpoint_file import CheckpointFile
 from core.states import dump_actions, dump_npy, load_npy, synthetic_states, validate_states
@@ -20,6 +35,72 @@ if TYPE_CHECKING:
     from core import artifacts
 
 LINEAGE_MAX_NODES = 500
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The experiment and tags a row is filed under; a job's outputs, report and children inherit its own."""
+
+    experiment: str = DEFAULT_EXPERIMENT
+    tags: tuple[str, ...] = ()
+
+
+UNLABELLED = Labels()
+
+
+def add_tags(session: Session, resource_type: ResourceType, resource_id: str, tags: Iterable[str]) -> None:
+    """Tag a job or checkpoint that has no tags yet (a new row)."""
+    session.add_all([Tag(resource_type=resource_type, resource_id=resource_id, tag=tag) for tag in dict.fromkeys(tags)])
+
+
+def replace_tags(session: Session, resource_type: ResourceType, resource_id: str, tags: Iterable[str]) -> None:
+    """Replace the tags of one job or checkpoint."""
+    session.exec(delete(Tag).where(col(Tag.resource_type) == resource_type, col(Tag.resource_id) == resource_id))
+    add_tags(session, resource_type, resource_id, tags)
+
+
+def tags_of(session: Session, resource_type: ResourceType, resource_ids: Iterable[str]) -> dict[str, list[str]]:
+    """The tags of each of these jobs or checkpoints (sorted), in one query; an id without tags is absent."""
+    ids = list(resource_ids)
+    found: dict[str, list[str]] = {}
+    if not ids:
+        return found
+    rows = session.exec(
+        select(Tag.resource_id, Tag.tag)
+        .where(col(Tag.resource_type) == resource_type, col(Tag.resource_id).in_(ids))
+        .order_by(col(Tag.tag))
+    ).all()
+    for resource_id, tag in rows:
+        found.setdefault(resource_id, []).append(tag)
+    return found
+
+
+def job_labels(session: Session, job_id: str) -> Labels:
+    """The experiment and tags of a job (what its outputs, report and children are filed under)."""
+    experiment = session.exec(select(Job.experiment).where(col(Job.id) == job_id)).one()
+    return Labels(experiment, tuple(tags_of(session, ResourceType.job, [job_id]).get(job_id, [])))
+
+
+def create_report(session: Session, job_id: str, body: dict[str, Any], experiment: str) -> Report:
+    """Add a report row and its numeric figures (the rows lists sort and filter by), in the caller's transaction."""
+    report = parse_report({key: value for key, value in body.items() if key != "figures"})
+    row = Report(
+        job_id=job_id,
+        kind=report.kind,
+        experiment=experiment,
+        schema_version=str(body["schema_version"]),
+        passed=bool(body["passed"]),
+        body=body,
+    )
+    session.add(row)
+    session.flush()  # the figures name the report
+    session.add_all(
+        [
+            ReportFigure(report_id=row.id, name=name, kind=report.kind, value=value)
+            for name, value in numeric_figures(report).items()
+        ]
+    )
+    return row
 
 
 def create_checkpoint(
@@ -31,9 +112,10 @@ def create_checkpoint(
     name: str | None = None,
     job_id: str | None = None,
     output_index: int = 0,
+    labels: Labels = UNLABELLED,
     created_by: str = "",
 ) -> Checkpoint:
-    """Encode ``checkpoint`` (numpy or torch), store its bytes by hash and add its row.
+    """Encode ``checkpoint`` (numpy or torch), store its bytes by hash and add its row, filed under ``labels``.
 
     ``created_by`` is the fingerprint of the uploader's API key; a job's output belongs to whoever queued the
     job (its ``owner``, which children inherit).
@@ -58,8 +140,10 @@ def create_checkpoint(
         created_by_job=job_id,
         created_by=created_by,
         output_index=output_index,
+        experiment=labels.experiment,
     )
     session.add(row)
+    add_tags(session, ResourceType.checkpoint, row.id, labels.tags)
     return row
 
 

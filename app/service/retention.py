@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.service import audit, crud, deletion
 from app.service.store import ArtifactStore
-from app.service.tables import TERMINAL_STATUSES, Job, ModelVersion
+from app.service.tables import TERMINAL_STATUSES, Job, ModelVersion, ResourceType, Tag
 
 # Jobs one pass considers, so a pass is bounded however much history there is; the next pass continues.
 MAX_JOBS_PER_PASS = 1000
@@ -31,6 +32,12 @@ def protections(job_ids: list[str], checkpoint_ids: set[str]) -> dict[str, Selec
     return {
         "registered as a model version": select(ModelVersion.checkpoint_id).where(
             col(ModelVersion.checkpoint_id).in_(checkpoint_ids)
+        ),
+        "tagged": select(Tag.resource_id).where(
+            or_(
+                and_(col(Tag.resource_type) == ResourceType.job, col(Tag.resource_id).in_(job_ids)),
+                and_(col(Tag.resource_type) == ResourceType.checkpoint, col(Tag.resource_id).in_(checkpoint_ids)),
+            )
         ),
     }
 

@@ -35,6 +35,21 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+DEFAULT_EXPERIMENT = "default"
+
+
+def experiment_field() -> Any:
+    """The experiment a row is filed under: indexed, since lists filter by it."""
+    return Field(
+        default=DEFAULT_EXPERIMENT, index=True, max_length=100, sa_column_kwargs={"server_default": DEFAULT_EXPERIMENT}
+    )
+
+
+class ResourceType(StrEnum):
+    """What a ``Tag`` row labels. A report shows the tags of its job, so reports have none of their own."""
+
+    job = "job"
+    checkpoint = "checkpoint"
 
 
 class Blob(SQLModel, table=True):
@@ -51,6 +66,8 @@ class Job(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("parent_job_id", "child_key"),)
     id: str = Field(default_factory=lambda: new_id("job"), primary_key=True, max_length=40)
     kind: str = Field(index=True, max_length=40)
+    name: str | None = Field(default=None, max_length=200)
+    experiment: str = experiment_field()
     params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: JobStatus = Field(default=JobStatus.queued, index=True)
     progress: float = 0.0
@@ -91,6 +108,7 @@ class Checkpoint(SQLModel, table=True):
     __tablename__ = "checkpoints"
     id: str = Field(default_factory=lambda: new_id("ckpt"), primary_key=True, max_length=40)
     name: str | None = Field(default=None, max_length=200)
+    experiment: str = experiment_field()
     arch: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     format: str = Field(max_length=16)
     dtype: str = Field(max_length=16, description="storage dtype of the Linear weights")
@@ -157,9 +175,12 @@ class StateBuffer(SQLModel, table=True):
 
 class Report(SQLModel, table=True):
     __tablename__ = "reports"
+    # Covers a kind's list newest first, and a count of a kind's reports, without reading their bodies.
+    __table_args__ = (Index("ix_reports_kind_created_at_id", "kind", "created_at", "id"),)
     id: str = Field(default_factory=lambda: new_id("rep"), primary_key=True, max_length=40)
     job_id: str = Field(foreign_key="jobs.id", index=True, max_length=40)
-    kind: str = Field(index=True, max_length=40)
+    kind: str = Field(max_length=40)
+    experiment: str = experiment_field()
     schema_version: str = Field(max_length=16)
     passed: bool
     body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
@@ -197,6 +218,31 @@ class ModelAlias(SQLModel, table=True):
     model_name: str = Field(primary_key=True, max_length=64)
     alias: str = Field(primary_key=True, max_length=64)
     version: int
+
+
+class Tag(SQLModel, table=True):
+    """One tag of a job or checkpoint; filtering by tag is an indexed join on ``(resource_type, tag)``."""
+
+    __tablename__ = "tags"
+    __table_args__ = (Index("ix_tags_resource_type_tag", "resource_type", "tag"),)
+    resource_type: str = Field(primary_key=True, max_length=16)
+    resource_id: str = Field(primary_key=True, max_length=40)
+    tag: str = Field(primary_key=True, max_length=64)
+
+
+class ReportFigure(SQLModel, table=True):
+    """One numeric figure of a report (``report_models.numeric_figures``), written with the report.
+
+    Lists sort and filter reports by figure through the ``(kind, name, value, report_id)`` index, which also
+    counts them without reading the table.
+    """
+
+    __tablename__ = "report_figures"
+    __table_args__ = (Index("ix_report_figures_kind_name_value", "kind", "name", "value", "report_id"),)
+    report_id: str = Field(primary_key=True, foreign_key="reports.id", max_length=40)
+    name: str = Field(primary_key=True, max_length=120)
+    kind: str = Field(max_length=40)
+    value: float
 
 
 class IdempotencyRecord(SQLModel, table=True):

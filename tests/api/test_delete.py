@@ -176,6 +176,22 @@ def test_retention_removes_old_unprotected_work_only(client, settings, parent_id
     assert client.get(f"/checkpoints/{registered_output}").status_code == 200
 
 
+def test_retention_keeps_tagged_work(client, settings, parent_id):
+    tagged_job, _ = finished_job_with_output(settings, {"teacher": parent_id}, seed=1, finished_days_ago=40)
+    tagged_output_job, tagged_output = finished_job_with_output(
+        settings, {"teacher": parent_id}, seed=2, finished_days_ago=40
+    )
+    untagged_job, _ = finished_job_with_output(settings, {"teacher": parent_id}, seed=3, finished_days_ago=40)
+    assert client.patch(f"/jobs/{tagged_job}", json={"tags": ["baseline"]}).status_code == 200
+    assert client.patch(f"/checkpoints/{tagged_output}", json={"tags": ["keep"]}).status_code == 200
+
+    applied = client.post("/admin/retention", params={"older_than_days": 30}).json()
+    assert applied["jobs"] == [untagged_job]
+    kept = {item["job_id"]: item["reason"] for item in applied["kept"]}
+    assert kept == {tagged_job: f"{tagged_job} is tagged", tagged_output_job: f"{tagged_output} is tagged"}
+    assert rows(settings, Job, Job.id) == {tagged_job, tagged_output_job}
+
+
 def test_retention_needs_a_cutoff(client, tmp_path, parent_id):
     off = client.post("/admin/retention")
     assert off.status_code == 422 and "RECOMB_RETENTION_DAYS" in off.json()["detail"]

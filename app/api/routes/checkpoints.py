@@ -1,4 +1,4 @@
-"""Checkpoints: upload, synthesise, list, read, download, export, lineage."""
+"""Checkpoints: upload, synthesise, list, read, rename and tag, download, export, lineage."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 from pydantic import ValidationError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from app.api.deps import (
     AdminDep,
     AuthDep,
     IdempotencyDep,
+    LabelFiltersDep,
     PageDep,
     SessionDep,
     SettingsDep,
@@ -29,14 +30,16 @@ from app.api.schemas import (
     DescendantPublic,
     DescendantsPublic,
     ErrorDetail,
+    LabelsPatch,
     LineageEdgePublic,
     LineagePublic,
     Page,
     SyntheticCheckpointCreate,
 )
 from app.api.uploads import UPLOAD_ERROR_RESPONSES, file_name, read_file
+from app.contracts.labels import DEFAULT_EXPERIMENT, EXPERIMENT_DESCRIPTION, TAGS_DESCRIPTION, Experiment, Tags
 from app.service import audit, crud, deletion
-from app.service.tables import Checkpoint
+from app.service.tables import Checkpoint, ResourceType
 from app.settings import Settings
 from core import checkpoint_file, export
 from core.arch import QNetworkArch, check_param_cap
@@ -47,6 +50,12 @@ router = APIRouter(prefix="/checkpoints", tags=["checkpoints"], dependencies=[Au
 
 def get_checkpoint_row(session: SessionDep, checkpoint_id: str) -> Checkpoint:
     return get_or_404(session, Checkpoint, checkpoint_id, "checkpoint")
+
+
+def checkpoint_views(session: Session, rows: list[Checkpoint]) -> list[CheckpointPublic]:
+    """Public views with their tags, in one query for the whole page."""
+    tags = crud.tags_of(session, ResourceType.checkpoint, [row.id for row in rows])
+    return [CheckpointPublic.model_validate(row).model_copy(update={"tags": tags.get(row.id, [])}) for row in rows]
 
 
 @router.post(
@@ -76,14 +85,25 @@ def upload_checkpoint(
             "shapes are checked against the tensors, activation and dropout are taken from it"
         ),
     ] = None,
-) -> Checkpoint:
+    experiment: Annotated[Experiment, Form(description=EXPERIMENT_DESCRIPTION)] = DEFAULT_EXPERIMENT,
+    tags: Annotated[Tags | None, Form(description=f"repeat the field for several: {TAGS_DESCRIPTION}")] = None,
+) -> CheckpointPublic:
     """Upload a network. Its architecture is inferred from the tensors; a pickled module is refused; ``source_format``
     records the layout.
     """
     data = read_file(file)
-    request = idempotency.of({"file_sha256": hashlib.sha256(data).hexdigest(), "name": name, "arch": arch})
+    labels = crud.Labels(experiment, tuple(tags or ()))
+    request = idempotency.of(
+        {
+            "file_sha256": hashlib.sha256(data).hexdigest(),
+            "name": name,
+            "arch": arch,
+            "experiment": experiment,
+            "tags": labels.tags,
+        }
+    )
     if existing := replay(session, request, Checkpoint):
-        return existing
+        return checkpoint_views(session, [existing])[0]
     session.rollback()  # parse outside any transaction: on SQLite an open one holds the write lock
     declared = _parse_arch(arch, settings) if arch else None
     try:
@@ -95,8 +115,10 @@ def upload_checkpoint(
     except CheckpointError as error:
         raise unprocessable(str(error)) from error
     enforce_param_cap(checkpoint.arch, settings)
-    row = crud.create_checkpoint(session, store, checkpoint, name=file_name(name, file), created_by=caller)
-    return commit_once(session, request, row, Checkpoint)[0]
+    row = crud.create_checkpoint(
+        session, store, checkpoint, name=file_name(name, file), labels=labels, created_by=caller
+    )
+    return checkpoint_views(session, [commit_once(session, request, row, Checkpoint)[0]])[0]
 
 
 def _parse_arch(text: str, settings: Settings) -> QNetworkArch:
@@ -124,39 +146,58 @@ def create_synthetic_checkpoint(
     settings: SettingsDep,
     idempotency: IdempotencyDep,
     caller: SubmitterDep,
-) -> Checkpoint:
+) -> CheckpointPublic:
     """A freshly initialised parent of any architecture of the family, bit-identical for equal ``{arch, seed}``."""
     request = idempotency.of(body.model_dump(mode="json"))
     if existing := replay(session, request, Checkpoint):
-        return existing
+        return checkpoint_views(session, [existing])[0]
     arch = body.arch.to_arch()
     enforce_param_cap(arch, settings)
     checkpoint = checkpoint_file.float_file(
         checkpoint_file.init_arrays(arch, body.seed), arch, metadata={"origin": "synthetic", "seed": body.seed}
     )
     name = body.name or f"synthetic-{arch.describe().replace(' ', '-')}-seed{body.seed}"
-    row = crud.create_checkpoint(session, store, checkpoint, name=name, created_by=caller)
-    return commit_once(session, request, row, Checkpoint)[0]
+    labels = crud.Labels(body.experiment, tuple(body.tags))
+    row = crud.create_checkpoint(session, store, checkpoint, name=name, labels=labels, created_by=caller)
+    return checkpoint_views(session, [commit_once(session, request, row, Checkpoint)[0]])[0]
 
 
 @router.get("", response_model=Page[CheckpointPublic])
 def list_checkpoints(
     session: SessionDep,
     page: PageDep,
+    labels: LabelFiltersDep,
     format: Annotated[str | None, Query(pattern="^(float32|int8)$")] = None,
     created_by_job: Annotated[str | None, Query(max_length=40)] = None,
 ) -> dict:
-    query = select(Checkpoint)
+    """Checkpoints, newest first, filtered by format, the job that made them, experiment, tags and creation time."""
+    query = labels.apply(select(Checkpoint), Checkpoint, ResourceType.checkpoint, Checkpoint.id)
     if format:
         query = query.where(Checkpoint.format == format)
     if created_by_job:
         query = query.where(Checkpoint.created_by_job == created_by_job)
-    return page.page(session, query, Checkpoint)
+    result = page.page(session, query, Checkpoint)
+    return result | {"items": checkpoint_views(session, result["items"])}
 
 
 @router.get("/{checkpoint_id}", response_model=CheckpointPublic)
-def get_checkpoint(checkpoint_id: str, session: SessionDep) -> Checkpoint:
-    return get_checkpoint_row(session, checkpoint_id)
+def get_checkpoint(checkpoint_id: str, session: SessionDep) -> CheckpointPublic:
+    return checkpoint_views(session, [get_checkpoint_row(session, checkpoint_id)])[0]
+
+
+@router.patch("/{checkpoint_id}", response_model=CheckpointPublic)
+def update_checkpoint(
+    checkpoint_id: str, body: LabelsPatch, session: SessionDep, _caller: SubmitterDep
+) -> CheckpointPublic:
+    """Rename a checkpoint or replace its tags (fields left out keep their value)."""
+    row = get_checkpoint_row(session, checkpoint_id)
+    if "name" in body.model_fields_set:
+        row.name = body.name
+        session.add(row)
+    if body.tags is not None:
+        crud.replace_tags(session, ResourceType.checkpoint, row.id, body.tags)
+    session.commit()
+    return checkpoint_views(session, [row])[0]
 
 
 @router.get(
@@ -208,7 +249,7 @@ def get_lineage(checkpoint_id: str, session: SessionDep) -> dict:
     nodes, edges = crud.lineage(session, checkpoint_id)
     return {
         "root": checkpoint_id,
-        "nodes": nodes,
+        "nodes": checkpoint_views(session, nodes),
         "edges": [
             LineageEdgePublic(parent=edge.parent_id, child=edge.child_id, role=edge.role, job_id=edge.job_id)
             for edge in edges

@@ -14,7 +14,7 @@ from typing import Annotated, Any, cast
 from celery import Celery
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 from pydantic import ValidationError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, exists, select
 
 from app.api import admission
 from app.api.deps import (
@@ -23,6 +23,7 @@ from app.api.deps import (
     CeleryDep,
     Idempotency,
     IdempotencyDep,
+    LabelFiltersDep,
     PageDep,
     SessionDep,
     SettingsDep,
@@ -31,7 +32,16 @@ from app.api.deps import (
 )
 from app.api.errors import get_or_404, unprocessable
 from app.api.idempotency import commit_once, replay
-from app.api.schemas import MAX_OFFSET, DeletedPublic, ErrorDetail, JobLogLine, JobLogPage, JobPublic, Page
+from app.api.schemas import (
+    MAX_OFFSET,
+    DeletedPublic,
+    ErrorDetail,
+    JobLogLine,
+    JobLogPage,
+    JobPublic,
+    LabelsPatch,
+    Page,
+)
 from app.contracts.job_kinds import (
     JOB_KINDS,
     PUBLIC_KINDS,
@@ -43,7 +53,16 @@ from app.contracts.job_kinds import (
 )
 from app.service import audit, crud, deletion, job_status, registry
 from app.service.queue import publish
-from app.service.tables import TERMINAL_STATUSES, Checkpoint, Job, JobStatus, Report, StateBuffer, utcnow
+from app.service.tables import (
+    TERMINAL_STATUSES,
+    Checkpoint,
+    Job,
+    JobStatus,
+    Report,
+    ResourceType,
+    StateBuffer,
+    utcnow,
+)
 from app.settings import Settings
 from core.arch import QNetworkArch, check_param_cap
 from core.states import DEFAULT_EVAL_STATES, derive_seed
@@ -184,11 +203,11 @@ def held_out_states(session: Session, checkpoint_id: str) -> StatesSpec:
 
 
 def job_views(session: Session, jobs: list[Job]) -> list[JobPublic]:
-    """Public views with report id, outputs and children, in at most three queries for the whole page.
+    """Public views with tags, report id, outputs and children, in at most four queries for the whole page.
 
     Only a succeeded job has a report and outputs, and only a composite job
     children (and outputs before it succeeds), so a page of unfinished simple
-    jobs, what a polling client reads, costs no query beyond its own.
+    jobs, what a polling client reads, costs one query (its tags) beyond its own.
     """
     succeeded = [job.id for job in jobs if job.status == JobStatus.succeeded]
     composite = [job.id for job in jobs if JOB_KINDS[job.kind].composite]
@@ -218,9 +237,11 @@ def job_views(session: Session, jobs: list[Job]) -> list[JobPublic]:
         else []
     ):
         children.setdefault(cast(str, parent_id), []).append(child_id)  # one of composite
+    tags = crud.tags_of(session, ResourceType.job, [job.id for job in jobs])
     return [
         JobPublic.model_validate(job).model_copy(
             update={
+                "tags": tags.get(job.id, []),
                 "report_id": reports.get(job.id),
                 "output_checkpoint_ids": outputs.get(job.id, []),
                 "children": children.get(job.id, []),
@@ -274,8 +295,16 @@ def queue_job(
     inputs = check_references(session, params, settings)
     admission.check_work(kind, job_kind.estimate_work(params, inputs), settings)
     timing.mark("admit")
-    job = Job(kind=kind, params=params.model_dump(mode="json", exclude_none=True), owner=caller, published_at=utcnow())
+    job = Job(
+        kind=kind,
+        name=params.name,
+        experiment=params.experiment,
+        params=params.stored_params(),
+        owner=caller,
+        published_at=utcnow(),
+    )
     session.add(job)
+    crud.add_tags(session, ResourceType.job, job.id, params.tags)
     job, created = commit_once(session, request, job, Job)
     timing.mark("commit")
     if created:
@@ -285,8 +314,12 @@ def queue_job(
         except Exception:  # the row is committed: the reconciler publishes it once the broker is back
             log.warning("publishing job %s failed; the reconciler will retry", job.id, exc_info=True)
         timing.mark("publish")
-    # A job just created has no report, outputs or children to look up.
-    view = JobPublic.model_validate(job) if created else job_views(session, [job])[0]
+    # A job just created has no report, outputs or children to look up, and the tags it was sent.
+    view = (
+        JobPublic.model_validate(job).model_copy(update={"tags": sorted(params.tags)})
+        if created
+        else job_views(session, [job])[0]
+    )
     timing.mark("view")
     response.headers["Server-Timing"] = timing.header()
     return view
@@ -337,17 +370,22 @@ for _kind in PUBLIC_KINDS:
 def list_jobs(
     session: SessionDep,
     page: PageDep,
+    labels: LabelFiltersDep,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     parent_job_id: Annotated[str | None, Query(max_length=40)] = None,
+    passed: Annotated[bool | None, Query(description="only jobs whose report passed (true) or failed (false)")] = None,
 ) -> dict[str, Any]:
-    query = select(Job)
+    """Jobs, newest first, filtered by kind, status, parent, experiment, tags, verdict and creation time."""
+    query = labels.apply(select(Job), Job, ResourceType.job, Job.id)
     if kind:
         query = query.where(Job.kind == kind)
     if status_:
         query = query.where(Job.status == status_)
     if parent_job_id:
         query = query.where(Job.parent_job_id == parent_job_id)
+    if passed is not None:
+        query = query.where(exists().where(col(Report.job_id) == Job.id, col(Report.passed) == passed))
     result = page.page(session, query, Job)
     return result | {"items": job_views(session, result["items"])}
 
@@ -359,6 +397,19 @@ def get_job_row(session: Session, job_id: str) -> Job:
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job(job_id: str, session: SessionDep) -> JobPublic:
     return job_views(session, [get_job_row(session, job_id)])[0]
+
+
+@router.patch("/{job_id}", response_model=JobPublic)
+def update_job(job_id: str, body: LabelsPatch, session: SessionDep, _caller: SubmitterDep) -> JobPublic:
+    """Rename a job or replace its tags (fields left out keep their value). Its report shows the new tags."""
+    job = get_job_row(session, job_id)
+    if "name" in body.model_fields_set:
+        job.name = body.name
+        session.add(job)
+    if body.tags is not None:
+        crud.replace_tags(session, ResourceType.job, job.id, body.tags)
+    session.commit()
+    return job_views(session, [job])[0]
 
 
 @router.post(
@@ -454,8 +505,12 @@ def rerun_job(
             f"job {job_id} is a {job.kind} job made by job {job.parent_job_id}; rerun that job instead",
         )
     job_kind = JOB_KINDS[job.kind]
+    labels = crud.job_labels(session, job_id)
     try:
-        params = job_kind.params.model_validate(job.params)
+        # The same params under the same name, experiment and tags: a rerun files beside its original.
+        params = job_kind.params.model_validate(
+            job.params | {"name": job.name, "experiment": labels.experiment, "tags": list(labels.tags)}
+        )
     except ValidationError as error:
         raise unprocessable(f"the params of job {job_id} no longer validate: {error}") from error
     return queue_job(job_kind, params, session, celery, settings, caller, idempotency, response, http_request)

@@ -2,7 +2,8 @@
 //   #/                 jobs, refreshed while any is unfinished
 //   #/jobs/{id}        one job: live progress (server-sent events), error, report with charts, outputs' lineage
 //   #/checkpoints      checkpoints;  #/checkpoints/{id}: a checkpoint and its lineage graph
-//   #/reports          reports, each linking to its job
+//   #/reports          reports, each linking to its job; tick two or more and press Compare
+//   #/compare/{id,id}  reports side by side: a figures table (values, differences from the first) and their curves
 // With RECOMB_API_KEYS set on the server, the page asks for a key once and keeps it in sessionStorage.
 "use strict";
 
@@ -322,10 +323,60 @@
     URL.revokeObjectURL(link.href);
   }
 
+  const MAX_COMPARED = 20; // GET /reports/compare takes 2 to 20 ids
+
   async function reportsPage(signal) {
     const page = await api("reports?limit=200", { signal });
-    const rows = page.items.map((report) => h("tr", {}, h("td", {}, h("a", { href: `#/jobs/${report.job_id}` }, report.id)), h("td", {}, report.kind), h("td", {}, passBadge(report.passed)), h("td", {}, h("a", { href: `#/jobs/${report.job_id}` }, report.job_id)), h("td", {}, when(report.created_at))));
-    app.replaceChildren(section(`Reports (${page.total})`, table(["id", "kind", "passed", "job", "created"], rows)));
+    const selected = new Set();
+    const compare = h("button", { type: "button", id: "compare-button", disabled: true, onclick: () => (window.location.hash = `#/compare/${[...selected].join(",")}`) }, "Compare");
+    const onToggle = (event) => {
+      const id = event.target.dataset.id;
+      if (event.target.checked) selected.add(id);
+      else selected.delete(id);
+      compare.disabled = selected.size < 2 || selected.size > MAX_COMPARED;
+      compare.textContent = selected.size ? `Compare ${selected.size}` : "Compare";
+    };
+    const rows = page.items.map((report) =>
+      h(
+        "tr",
+        { class: "report-row", "data-id": report.id },
+        h("td", {}, h("input", { type: "checkbox", class: "compare-select", "data-id": report.id, "aria-label": `select ${report.id}`, onchange: onToggle })),
+        h("td", {}, h("a", { href: `#/jobs/${report.job_id}` }, report.id)),
+        h("td", {}, report.kind),
+        h("td", {}, passBadge(report.passed)),
+        h("td", {}, report.experiment),
+        h("td", {}, report.tags.join(", ")),
+        h("td", {}, h("a", { href: `#/jobs/${report.job_id}` }, report.job_id)),
+        h("td", {}, when(report.created_at)),
+      ),
+    );
+    app.replaceChildren(section(`Reports (${page.total})`, h("p", { class: "actions" }, compare, ` tick 2 to ${MAX_COMPARED} reports to compare them`), table(["", "id", "kind", "passed", "experiment", "tags", "job", "created"], rows)));
+  }
+
+  // The figures of several reports side by side, and each per-epoch curve overlaid across them.
+  async function comparePage(ids, signal) {
+    const comparison = await api(`reports/compare?ids=${encodeURIComponent(ids)}`, { signal });
+    const reports = comparison.reports;
+    const header = ["figure", ...reports.map((report) => `${report.id} (${report.kind})`), ...reports.slice(1).map((report) => `Δ ${report.id}`)];
+    const rows = comparison.figures.map((figure) =>
+      h(
+        "tr",
+        { class: "compare-row", "data-figure": figure.name },
+        h("td", {}, figure.name),
+        figure.values.map((value, index) => h("td", { class: "num compare-value", "data-report": reports[index].id }, fmt(value))),
+        figure.differences.slice(1).map((difference, index) => h("td", { class: "num compare-diff", "data-report": reports[index + 1].id }, fmt(difference))),
+      ),
+    );
+    const curveNames = [...new Set(reports.flatMap((report) => report.curves.flatMap((epoch) => Object.keys(epoch))))].filter((name) => name !== "epoch");
+    const charts = curveNames
+      .map((name) => ({ name, series: reports.filter((report) => report.curves.length).map((report) => ({ name: report.id, points: report.curves.map((epoch) => [epoch.epoch, epoch[name]]) })) }))
+      .filter(({ series }) => series.some((line) => line.points.some(([, y]) => Number.isFinite(y))))
+      .map(({ name, series }) => Charts.lineChart({ title: `${name} per epoch`, series, yLabel: name }));
+    const links = reports.map((report) => h("li", {}, h("a", { href: `#/jobs/${report.job_id}` }, report.id), ` ${report.kind} `, passBadge(report.passed)));
+    app.replaceChildren(
+      section(`Comparing ${reports.length} reports`, h("ul", {}, links), table(header, rows, "compare-table")),
+      charts.length ? section("Curves", h("div", { class: "charts compare-charts" }, charts)) : null,
+    );
   }
 
   // --- reports ---------------------------------------------------------------------------------------
@@ -418,13 +469,14 @@
     [/^#\/checkpoints\/?$/, (match, signal) => checkpointsPage(signal)],
     [/^#\/checkpoints\/([\w-]+)$/, (match, signal) => checkpointPage(match[1], signal)],
     [/^#\/reports\/?$/, (match, signal) => reportsPage(signal)],
+    [/^#\/compare\/([\w,-]+)$/, (match, signal) => comparePage(match[1], signal)],
   ];
 
   function route() {
     pageScope.abort();
     pageScope = new AbortController();
     const hash = window.location.hash;
-    const current = hash.startsWith("#/checkpoints") ? "checkpoints" : hash.startsWith("#/reports") ? "reports" : "jobs";
+    const current = hash.startsWith("#/checkpoints") ? "checkpoints" : hash.startsWith("#/reports") || hash.startsWith("#/compare") ? "reports" : "jobs";
     for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.section === current);
     for (const [pattern, page] of ROUTES) {
       const match = hash.match(pattern);
