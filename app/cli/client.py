@@ -174,10 +174,20 @@ class RecombClient:
     # --- checkpoints and states -------------------------------------------------------------------------------
 
     def upload_checkpoint(
-        self, path: str | Path, name: str | None = None, arch: dict[str, Any] | None = None
+        self,
+        path: str | Path,
+        name: str | None = None,
+        arch: dict[str, Any] | None = None,
+        experiment: str | None = None,
+        tags: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Upload a network file (safetensors, a .pt state dict or a Stable-Baselines3 .zip); returns its record."""
-        form = {"name": name, "arch": json.dumps(arch) if arch is not None else None}
+        form: dict[str, str | list[str] | None] = {
+            "name": name,
+            "arch": json.dumps(arch) if arch is not None else None,
+            "experiment": experiment,
+            "tags": list(tags) or None,
+        }
         return self._upload("/checkpoints", {"file": path}, form)
 
     def upload_states(
@@ -187,14 +197,16 @@ class RecombClient:
         return self._upload("/states", {"file": path, "actions": actions}, {"name": name})
 
     def create_synthetic(
-        self, seed: int, arch: dict[str, Any] | None = None, name: str | None = None
+        self,
+        seed: int,
+        arch: dict[str, Any] | None = None,
+        name: str | None = None,
+        experiment: str | None = None,
+        tags: Sequence[str] = (),
     ) -> dict[str, Any]:
         """A randomly initialised network of ``arch`` (the reference layout when None) from ``seed``."""
-        body: dict[str, Any] = {"seed": seed}
-        if arch is not None:
-            body["arch"] = arch
-        if name is not None:
-            body["name"] = name
+        given = {"arch": arch, "name": name, "experiment": experiment, "tags": list(tags) or None}
+        body = {"seed": seed} | {key: value for key, value in given.items() if value is not None}
         return self._request("POST", "/checkpoints/synthetic", json=body)
 
     def get_checkpoint(self, checkpoint_id: str) -> dict[str, Any]:
@@ -238,7 +250,9 @@ class RecombClient:
 
     # --- transport --------------------------------------------------------------------------------------------
 
-    def _upload(self, path: str, files: dict[str, str | Path | None], form: dict[str, str | None]) -> dict[str, Any]:
+    def _upload(
+        self, path: str, files: dict[str, str | Path | None], form: dict[str, str | list[str] | None]
+    ) -> dict[str, Any]:
         parts = {}
         for field, file_path in files.items():
             if file_path is None:
@@ -625,10 +639,16 @@ def watch_and_report(client: RecombClient, job_id: str, out: TextIO, err: TextIO
 
 def cmd_submit(args: argparse.Namespace) -> int:
     client = RecombClient.from_environment(args.url)
-    job = client.submit(args.kind, parse_params(args.param))
+    job = client.submit(args.kind, parse_params(args.param) | labels_of(args))
     sys.stdout.write(job["id"] + "\n")
     sys.stdout.flush()
     return watch_and_report(client, job["id"], sys.stdout, sys.stderr) if args.watch else EXIT_OK
+
+
+def labels_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--experiment`` and ``--tag`` options as body fields (only those given)."""
+    labels = {"experiment": args.experiment, "tags": args.tag or None}
+    return {key: value for key, value in labels.items() if value is not None}
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -676,11 +696,13 @@ def read_all_logs(client: RecombClient, job_id: str, after: int) -> Iterator[dic
 def cmd_upload(args: argparse.Namespace) -> int:
     client = RecombClient.from_environment(args.url)
     if args.what == "states":
+        if labels_of(args):
+            raise ClientError("--experiment and --tag file checkpoints; a state buffer takes neither")
         record = client.upload_states(args.file, actions=args.actions, name=args.name)
         summary = f"{record['n']} x {record['dim']}{' with actions' if record['has_actions'] else ''}"
     else:
         arch = parse_json_option("--arch", args.arch)
-        record = client.upload_checkpoint(args.file, name=args.name, arch=arch)
+        record = client.upload_checkpoint(args.file, name=args.name, arch=arch, **labels_of(args))
         summary = f"{record['format']}  {arch_label(record['arch'])}  from {record['source_format']}"
     sys.stdout.write(f"{record['id']}  {summary}\n")
     return EXIT_OK
@@ -688,7 +710,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
     arch = parse_json_option("--arch", args.arch)
-    record = RecombClient.from_environment(args.url).create_synthetic(args.seed, arch=arch, name=args.name)
+    record = RecombClient.from_environment(args.url).create_synthetic(
+        args.seed, arch=arch, name=args.name, **labels_of(args)
+    )
     sys.stdout.write(f"{record['id']}  {record['format']}  {arch_label(record['arch'])}\n")
     return EXIT_OK
 
@@ -719,8 +743,35 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     comparison = RecombClient.from_environment(args.url).compare_reports(args.reports)
-    sys.stdout.write(json.dumps(comparison, indent=2) + "\n")
+    sys.stdout.write((json.dumps(comparison, indent=2) if args.json else render_comparison(comparison)) + "\n")
     return EXIT_OK
+
+
+def render_comparison(comparison: dict[str, Any]) -> str:
+    """One row per figure: its value in each report, then each report's difference from the first."""
+    ids = [report["id"] for report in comparison["reports"]]
+    header = ["figure", *ids, *(f"diff {report_id}" for report_id in ids[1:])]
+    rows = [
+        [
+            figure["name"],
+            *(_cell(value) for value in figure["values"]),
+            *(_cell(difference, signed=True) for difference in figure["differences"][1:]),
+        ]
+        for figure in comparison["figures"]
+    ]
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
+
+
+def _cell(value: Any, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:+.4g}" if signed else f"{value:.4g}"
+    return str(value)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -848,6 +899,10 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
         parser.set_defaults(handler=run_client_command(handler))
         return parser
 
+    labelling = argparse.ArgumentParser(add_help=False)
+    labelling.add_argument("--experiment", default=None, help="file it under this experiment (default: default)")
+    labelling.add_argument("--tag", "-t", action="append", default=[], help="a tag (repeat for several)")
+
     submit = commands.add_parser(
         "submit", help="queue a job (prints its id); `recomb submit KIND --help` lists KIND's parameters"
     )
@@ -855,7 +910,7 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     for kind in PUBLIC_KINDS:
         submit_kind = kinds.add_parser(
             kind,
-            parents=[server, watching],
+            parents=[server, watching, labelling],
             help=JOB_KINDS[kind].description,
             description=f"Queue a {kind} job: {JOB_KINDS[kind].description}.",
             epilog=kind_help(kind),
@@ -900,7 +955,9 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the job finishes")
     logs.add_argument("--after", type=int, default=0, help="only lines after this line id")
 
-    upload = command("upload", cmd_upload, "upload a network (checkpoint) or a state buffer (states); prints its id")
+    upload = command(
+        "upload", cmd_upload, "upload a network (checkpoint) or a state buffer (states); prints its id", labelling
+    )
     upload.add_argument("what", choices=("checkpoint", "states"))
     upload.add_argument(
         "file", help="checkpoint: safetensors, .pt state dict or SB3 .zip; states: .npy (n, input_dim) or .npz"
@@ -909,7 +966,7 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
     upload.add_argument("--arch", default=None, help='checkpoint only: JSON, e.g. {"activation": "tanh"}')
     upload.add_argument("--actions", default=None, help="states only: .npy of the actions taken, one per state")
 
-    synthetic = command("synthetic", cmd_synthetic, "create a randomly initialised network; prints its id")
+    synthetic = command("synthetic", cmd_synthetic, "create a randomly initialised network; prints its id", labelling)
     synthetic.add_argument("--seed", type=int, required=True)
     synthetic.add_argument(
         "--arch", default=None, help='JSON, e.g. {"input_dim": 8, "hidden_sizes": [64, 64], "output_dim": 4}'
@@ -932,17 +989,23 @@ def add_client_commands(commands: argparse._SubParsersAction) -> None:
 
     compare = command("compare", cmd_compare, "the figures of several reports side by side, with the differences")
     compare.add_argument("reports", nargs="+", metavar="REPORT")
+    compare.add_argument("--json", action="store_true", help="the comparison as JSON")
 
-    models = command("models", cmd_models, "the model registry: names, numbered versions, movable aliases")
+    registry_help = "the model registry: names, numbered versions, movable aliases"
+    models = commands.add_parser("models", help=registry_help, description=registry_help)
+    models.set_defaults(handler=run_client_command(cmd_models))
     actions = models.add_subparsers(dest="action", required=True)
-    actions.add_parser("create", help="register a model name").add_argument("name")
-    add_version = actions.add_parser("add-version", help="add a checkpoint as the model's next version")
-    add_version.add_argument("name")
-    add_version.add_argument("checkpoint")
-    set_alias = actions.add_parser("set-alias", help="point an alias (e.g. production) at a version")
-    set_alias.add_argument("name")
-    set_alias.add_argument("alias")
-    set_alias.add_argument("version", type=int)
-    get_alias = actions.add_parser("alias", help="the version an alias points at, with its checkpoint")
-    get_alias.add_argument("name")
-    get_alias.add_argument("alias")
+
+    def action(name: str, help: str, *arguments: str) -> argparse.ArgumentParser:
+        # The server options on each action, so `recomb models create NAME --url URL` reads naturally.
+        parser = actions.add_parser(name, parents=[server], help=help, description=help)
+        for argument in arguments:
+            parser.add_argument(argument)
+        return parser
+
+    action("create", "register a model name", "name")
+    action("add-version", "add a checkpoint as the model's next version", "name", "checkpoint")
+    action("set-alias", "point an alias (e.g. production) at a version", "name", "alias").add_argument(
+        "version", type=int
+    )
+    action("alias", "the version an alias points at, with its checkpoint", "name", "alias")

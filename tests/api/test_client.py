@@ -1,6 +1,7 @@
 """The project's Python client (``app.cli.client``, what the CLI runs) against the real API served by uvicorn."""
 
 import hashlib
+import json
 import io
 import logging
 import threading
@@ -197,3 +198,61 @@ def test_the_commands_upload_download_export_cancel_rerun_and_print_logs(served,
     assert code == 0 and followed == out
     code, _, err = recomb("logs", "job_00000000000000000000")
     assert code == 2 and err == "recomb: job 'job_00000000000000000000' not found (404)\n"
+
+
+def test_the_client_and_commands_file_tag_compare_and_register(served, tmp_path, capsys):
+    url, settings = served
+    client = RecombClient(url)
+
+    def recomb(*args: str) -> tuple[int, str, str]:
+        code = main([*args, "--url", url])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    parent = client.create_synthetic(6, experiment="lander", tags=["seeded"])
+    assert (parent["experiment"], parent["tags"]) == ("lander", ["seeded"])
+    network_file = tmp_path / "policy.pt"
+    network_file.write_bytes(state_dict_bytes())
+    code, out, _ = recomb("upload", "checkpoint", str(network_file), "--experiment", "lander", "-t", "b", "-t", "a")
+    uploaded = client.get_checkpoint(out.split()[0])
+    assert code == 0 and (uploaded["experiment"], uploaded["tags"]) == ("lander", ["a", "b"])
+    code, _, err = recomb("upload", "states", str(network_file), "--tag", "x")
+    assert code == 2 and "a state buffer takes neither" in err
+
+    job_ids = []
+    for mode in ("dynamic", "static"):
+        code, out, _ = recomb(
+            "submit", "ptq", "-p", f"checkpoint_id={parent['id']}", "-p", f"mode={mode}", "--experiment", "lander"
+        )
+        job_ids.append(out.strip())
+        assert run_job(job_ids[-1], worker.tasks.HANDLERS["ptq"], settings) == "succeeded"
+    renamed = client.tag_job(job_ids[0], tags=["kept"], name="first")
+    assert (renamed["name"], renamed["tags"], renamed["experiment"]) == ("first", ["kept"], "lander")
+    code, out, _ = recomb("tag", "checkpoint", uploaded["id"], "--clear")
+    assert code == 0 and json.loads(out)["tags"] == []
+    assert [job["id"] for job in client.get("/jobs", experiment="lander", tag="kept")["items"]] == [job_ids[0]]
+
+    reports = [client.get_job(job_id)["report_id"] for job_id in job_ids]
+    comparison = client.compare_reports(reports)
+    code, out, _ = recomb("compare", *reports)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["figure", *reports, "diff", reports[1]]
+    numeric = next(f for f in comparison["figures"] if all(isinstance(v, float) for v in f["values"]))
+    row = next(line.split() for line in lines[1:] if line.split()[0] == numeric["name"])
+    assert row[1:] == [
+        f"{numeric['values'][0]:.4g}",
+        f"{numeric['values'][1]:.4g}",
+        f"{numeric['differences'][1]:+.4g}",
+    ]
+
+    int8_output = client.get_job(job_ids[1])["output_checkpoint_ids"][0]
+    assert recomb("models", "create", "lander")[0] == 0
+    code, out, _ = recomb("models", "add-version", "lander", int8_output)
+    assert code == 0 and json.loads(out)["version"] == 1
+    assert recomb("models", "set-alias", "lander", "prod", "1")[0] == 0
+    code, out, _ = recomb("models", "alias", "lander", "prod")
+    assert code == 0 and json.loads(out)["checkpoint"]["id"] == int8_output
+    code, _, err = recomb("models", "alias", "lander", "missing")
+    assert code == 2 and "404" in err
+    validation = client.submit("validate-quantized", {"float_id": parent["id"], "quant_id": "lander@prod"})
+    assert validation["params"]["quant_id"] == int8_output
