@@ -59,6 +59,17 @@ def replace_tags(session: Session, resource_type: ResourceType, resource_id: str
     add_tags(session, resource_type, resource_id, tags)
 
 
+def update_labels(
+    session: Session, resource_type: ResourceType, row: Job | Checkpoint, changes: dict[str, Any]
+) -> None:
+    """Apply a change of name and/or tags to a job or checkpoint (``changes`` holds only the fields given)."""
+    if "name" in changes:
+        row.name = changes["name"]
+        session.add(row)
+    if changes.get("tags") is not None:
+        replace_tags(session, resource_type, row.id, changes["tags"])
+
+
 def tags_of(session: Session, resource_type: ResourceType, resource_ids: Iterable[str]) -> dict[str, list[str]]:
     """The tags of each of these jobs or checkpoints (sorted), in one query; an id without tags is absent."""
     ids = list(resource_ids)

@@ -191,11 +191,7 @@ def update_checkpoint(
 ) -> CheckpointPublic:
     """Rename a checkpoint or replace its tags (fields left out keep their value)."""
     row = get_checkpoint_row(session, checkpoint_id)
-    if "name" in body.model_fields_set:
-        row.name = body.name
-        session.add(row)
-    if body.tags is not None:
-        crud.replace_tags(session, ResourceType.checkpoint, row.id, body.tags)
+    crud.update_labels(session, ResourceType.checkpoint, row, body.model_dump(exclude_unset=True))
     session.commit()
     return checkpoint_views(session, [row])[0]
 

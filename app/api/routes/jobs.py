@@ -403,11 +403,7 @@ def get_job(job_id: str, session: SessionDep) -> JobPublic:
 def update_job(job_id: str, body: LabelsPatch, session: SessionDep, _caller: SubmitterDep) -> JobPublic:
     """Rename a job or replace its tags (fields left out keep their value). Its report shows the new tags."""
     job = get_job_row(session, job_id)
-    if "name" in body.model_fields_set:
-        job.name = body.name
-        session.add(job)
-    if body.tags is not None:
-        crud.replace_tags(session, ResourceType.job, job.id, body.tags)
+    crud.update_labels(session, ResourceType.job, job, body.model_dump(exclude_unset=True))
     session.commit()
     return job_views(session, [job])[0]
 
