@@ -7,6 +7,7 @@ store's files are left to its sweep (``ArtifactStore.sweep``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,9 @@ from app.service.tables import (
     ModelAlias,
     ModelVersion,
     Report,
+    ReportFigure,
+    ResourceType,
+    Tag,
     WebhookDelivery,
 )
 
@@ -103,10 +107,15 @@ def delete_checkpoints(session: Session, store: ArtifactStore, checkpoint_ids: s
             or_(col(LineageEdge.parent_id).in_(checkpoint_ids), col(LineageEdge.child_id).in_(checkpoint_ids))
         )
     )
+    _delete_tags(session, ResourceType.checkpoint, checkpoint_ids)
     hashes = set(session.exec(select(Checkpoint.sha256).where(col(Checkpoint.id).in_(checkpoint_ids))).all())
     session.exec(delete(Checkpoint).where(col(Checkpoint.id).in_(checkpoint_ids)))
     deleted.artifacts = store.collect(session, hashes)
     return deleted
+
+
+def _delete_tags(session: Session, resource_type: ResourceType, resource_ids: Iterable[str]) -> None:
+    session.exec(delete(Tag).where(col(Tag.resource_type) == resource_type, col(Tag.resource_id).in_(resource_ids)))
 
 
 def job_family(session: Session, job_id: str) -> list[Job]:
@@ -135,7 +144,10 @@ def delete_jobs(session: Session, store: ArtifactStore, job_ids: list[str], *, c
         deleted = Deleted()
         session.exec(update(Checkpoint).where(col(Checkpoint.id).in_(outputs)).values(created_by_job=None))
     session.exec(update(LineageEdge).where(col(LineageEdge.job_id).in_(job_ids)).values(job_id=None))
+    reports = select(Report.id).where(col(Report.job_id).in_(job_ids))
+    session.exec(delete(ReportFigure).where(col(ReportFigure.report_id).in_(reports)))
     session.exec(delete(Report).where(col(Report.job_id).in_(job_ids)))
+    _delete_tags(session, ResourceType.job, job_ids)
     # An event is built from its job when sent: a deleted job's undelivered events go with it (sent ones stay history).
     session.exec(
         delete(WebhookDelivery).where(col(WebhookDelivery.job_id).in_(job_ids), col(WebhookDelivery.sent_at).is_(None))

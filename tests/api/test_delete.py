@@ -1,16 +1,31 @@
 """Deleting checkpoints and jobs (409 naming what holds them, cascade), artifact collection, and retention."""
 
+import logging
 import os
 import time
 
 import pytest
 from sqlmodel import Session, col, select
 
+import worker.tasks
 from app.service.db import get_engine
 from app.service.store import SWEEP_GRACE_S, get_store
-from app.service.tables import Blob, Checkpoint, Job, JobStatus, LineageEdge, ModelAlias, ModelVersion, Report
+from app.service.tables import (
+    Blob,
+    Checkpoint,
+    Job,
+    JobLog,
+    JobStatus,
+    LineageEdge,
+    ModelAlias,
+    ModelVersion,
+    Report,
+    ReportFigure,
+    Tag,
+)
 from tests.api.conftest import client_for, finished_job_with_output, make_settings
 from worker.reconciler import retention_once
+from worker.runner import run_job
 
 SYNTHETIC = {"arch": {"input_dim": 8, "hidden_sizes": [16], "output_dim": 4}}
 
@@ -225,3 +240,26 @@ def test_the_directory_store_sweep_removes_old_unreferenced_files(tmp_path):
     assert remaining == {kept["sha256"], fresh["sha256"]}  # the fresh file is too young to sweep
     with Session(get_engine(settings)) as session:
         assert set(session.exec(select(Checkpoint.id).where(col(Checkpoint.id) == kept["id"])).all()) == {kept["id"]}
+
+
+def test_a_real_job_goes_with_its_report_figures_tags_and_log_lines(client, settings, parent_id, caplog):
+    caplog.set_level(logging.INFO)  # as `recomb worker` configures it, so the job keeps log lines
+    job = client.post("/jobs/ptq", json={"checkpoint_id": parent_id, "tags": ["to-drop"]}).json()
+    assert run_job(job["id"], worker.tasks.HANDLERS["ptq"], settings) == "succeeded"
+    finished = client.get(f"/jobs/{job['id']}").json()
+    output = finished["output_checkpoint_ids"][0]
+    assert client.patch(f"/checkpoints/{output}", json={"tags": ["output-tag"]}).status_code == 200
+    with Session(get_engine(settings)) as session:
+        assert session.exec(select(ReportFigure).where(col(ReportFigure.report_id) == finished["report_id"])).first()
+        assert session.exec(select(JobLog).where(col(JobLog.job_id) == job["id"])).first()
+
+    deleted = client.delete(f"/jobs/{job['id']}", params={"cascade": "true"})
+    assert deleted.status_code == 200, deleted.text
+    assert (deleted.json()["jobs"], deleted.json()["checkpoints"]) == ([job["id"]], [output])
+    with Session(get_engine(settings)) as session:
+        assert (
+            session.exec(select(ReportFigure).where(col(ReportFigure.report_id) == finished["report_id"])).all() == []
+        )
+        assert session.exec(select(JobLog).where(col(JobLog.job_id) == job["id"])).all() == []
+        assert session.exec(select(Tag).where(col(Tag.resource_id).in_([job["id"], output]))).all() == []
+    assert client.get(f"/reports/{finished['report_id']}").status_code == 404

@@ -34,6 +34,9 @@ PLACEHOLDER_IDS = {
     "states_id": "st_00000000000000000000",
     "job_id": "job_00000000000000000000",
     "report_id": "rep_00000000000000000000",
+    "webhook_id": "wh_00000000000000000000",
+    "name": "no-such-model",
+    "alias": "no-such-alias",
 }
 
 
