@@ -63,7 +63,7 @@ def add_endings(
     rows = [_increments(kind, status, durations_by_kind[kind]) for kind in sorted(durations_by_kind)]
     upsert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     statement = upsert(JobTotal).values(rows)
-    totals = JobTotal.__table__.c  # type: ignore[attr-defined]
+    totals = JobTotal.__table__.c  # type: ignore[attr-defined]  # SQLModel adds it at class creation
     session.exec(
         statement.on_conflict_do_update(
             index_elements=["kind", "status"],
