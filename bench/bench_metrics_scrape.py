@@ -1,7 +1,7 @@
 """What one ``/metrics`` scrape costs as finished jobs pile up; writes bench/results/metrics_scrape.json.
 
-Run: ``.venv/bin/python bench/bench_metrics_scrape.py --label after`` (``--label`` names the collector measured,
-e.g. ``before`` on the commit that still loaded every finished job). For 1k, 10k and 100k finished jobs (kinds and
+Run: ``.venv/bin/python bench/bench_metrics_scrape.py --label totals`` (``--label`` names the collector measured,
+e.g. ``before`` on a commit that still aggregated every finished job at scrape time). For 1k, 10k and 100k finished jobs (kinds and
 statuses mixed, durations from 50 ms to an hour) in a PostgreSQL database of its own and in a SQLite file, it times
 ``render_metrics`` (all its queries, the histogram and the text exposition; the broker is the embedded one) over
 ``REPEATS`` scrapes. Results of every label are kept side by side in the JSON file.
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.service.collector import render_metrics  # noqa: E402
 from app.service.db import engine_for  # noqa: E402
+from app.service.job_totals import backfill  # noqa: E402
 from app.service.queue import make_celery  # noqa: E402
 from app.service.tables import JobStatus, utcnow  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -57,7 +58,9 @@ def postgres_database() -> Iterator[str]:
 
 
 def add_finished_jobs(database_url: str, start: int, count: int) -> None:
-    """``count`` finished jobs, seeded by their index so every run and label scrapes the same rows."""
+    """``count`` finished jobs, seeded by their index so every run and label scrapes the same rows, then counted into
+    the running totals the way the migration counts stored history.
+    """
     engine = sa.create_engine(database_url)
     jobs = sa.MetaData()
     jobs.reflect(engine, only=["jobs"])
@@ -86,6 +89,7 @@ def add_finished_jobs(database_url: str, start: int, count: int) -> None:
                     }
                 )
             connection.execute(table.insert(), rows)
+        backfill(connection)
     engine.dispose()
 
 

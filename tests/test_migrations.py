@@ -11,13 +11,14 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Integer, MetaData, inspect
+from sqlalchemy import Column, Integer, MetaData, Table, inspect, text
 from sqlmodel import SQLModel
 
 import app.service.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -101,6 +102,44 @@ def test_every_migration_downgrades_and_upgrades_again(empty_database):
     # Every downgrade dropped what its upgrade made (PostgreSQL enum types too), or this upgrade fails.
     assert migrate(empty_database, "head") == (None, HEAD)
     assert schema_drift(empty_database) == []
+
+
+def test_job_totals_are_back_filled_from_the_jobs_stored(empty_database):
+    upgrade(empty_database, "0008")
+    finished_at = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    stored = [  # (kind, status, run seconds or None: never started)
+        ("distill", "succeeded", 0.2),
+        ("distill", "succeeded", 4.0),
+        ("distill", "failed", 40.0),
+        ("ptq", "cancelled", None),
+        ("ptq", "running", None),
+    ]
+    engine = make_engine(empty_database)
+    try:
+        jobs = Table("jobs", MetaData(), autoload_with=engine)
+        with engine.begin() as connection:
+            for index, (kind, status, seconds) in enumerate(stored):
+                started_at = None if seconds is None else finished_at - timedelta(seconds=seconds)
+                connection.execute(
+                    jobs.insert().values(
+                        id=f"job_{index:020d}", kind=kind, params={}, status=status, progress=1.0, stage="done",
+                        attempts=1, cancel_requested=False, owner="", created_at=finished_at, started_at=started_at,
+                        finished_at=None if status == "running" else finished_at,
+                    )
+                )  # fmt: skip
+        upgrade(empty_database, "0009")
+        with engine.connect() as connection:
+            totals = connection.execute(
+                text("SELECT kind, status, ended, ran, run_seconds, le_0_25, le_5, le_30, le_60 FROM job_totals")
+            ).all()
+    finally:
+        engine.dispose()
+    by_key = {(kind, status): tuple(counts) for kind, status, *counts in totals}
+    assert by_key.keys() == {("distill", "succeeded"), ("distill", "failed"), ("ptq", "cancelled")}
+    ended, ran, seconds, *buckets = by_key[("distill", "succeeded")]
+    assert (ended, ran, buckets) == (2, 2, [1, 2, 2, 2]) and abs(seconds - 4.2) < 1e-9
+    assert by_key[("distill", "failed")][:2] == (1, 1) and by_key[("distill", "failed")][3:] == (0, 0, 0, 1)
+    assert by_key[("ptq", "cancelled")] == (1, 0, 0.0, 0, 0, 0, 0)  # counted as ended, with no duration
 
 
 def test_the_drift_check_names_a_column_the_migrations_lack(tmp_path):

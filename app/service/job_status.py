@@ -8,12 +8,14 @@ give up, wake stranded, re-publish) and the cancel route go through here;
 ``tests/test_job_status.py`` checks by AST that no other module writes a
 job's status. Functions execute on the caller's session and leave the
 commit to it, so a transition can share a transaction with its outputs.
-Every transition to a terminal status adds the job's webhook events
-(``app.service.webhook_outbox``) to the same transaction: one per ending.
+Every transition to a terminal status adds the job to the running totals
+``/metrics`` reads (``app.service.job_totals``) and its webhook events
+(``app.service.webhook_outbox``) in the same transaction: once per ending.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,14 +23,24 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.engine import Row
 from sqlmodel import Session, col
 
-from app.service import webhook_outbox
+from app.service import job_totals, webhook_outbox
 from app.service.tables import Job, JobStatus, utcnow
 
 CANCELLABLE_AT_ONCE = (JobStatus.queued, JobStatus.waiting)
 
 
+# What a transition to a terminal status returns of each job it ended: enough to count and announce the ending.
+ENDING = (col(Job.id), col(Job.kind), col(Job.started_at), col(Job.finished_at))
+
+
 def _changed(session: Session, statement: Any) -> bool:
     return bool(session.exec(statement).rowcount == 1)
+
+
+def _count_endings(session: Session, ended: Sequence[Row], status: JobStatus) -> None:
+    """Add the jobs a transition just ended to the running totals and the webhook outbox, in its transaction."""
+    job_totals.add_endings(session, status, [(job.kind, job.started_at, job.finished_at) for job in ended])
+    webhook_outbox.add_job_events(session, [job.id for job in ended], status)
 
 
 def claim(
@@ -69,15 +81,14 @@ def finish(
     """running -> succeeded, failed or cancelled, if ``claim_token`` still holds; ``values`` are written with it."""
     if status == JobStatus.succeeded:
         values |= {"progress": 1.0, "stage": "done"}
-    finished = _changed(
-        session,
+    ended = session.exec(
         update(Job)
         .where(col(Job.id) == job_id, col(Job.claim_token) == claim_token)
-        .values(**values, status=status, finished_at=utcnow(), error=error, claim_token=None),
-    )
-    if finished:
-        webhook_outbox.add_job_events(session, [job_id], status)
-    return finished
+        .values(**values, status=status, finished_at=utcnow(), error=error, claim_token=None)
+        .returning(*ENDING)
+    ).all()
+    _count_endings(session, ended, status)
+    return bool(ended)
 
 
 def hold_for_children(session: Session, job_id: str, claim_token: str) -> bool:
@@ -149,15 +160,14 @@ def wake_stranded(session: Session, job: Job, now: datetime) -> bool:
 
 def give_up(session: Session, job: Job, now: datetime, error: str) -> bool:
     """running -> failed after too many lost workers, if unchanged since read."""
-    given_up = _changed(
-        session,
+    ended = session.exec(
         update(Job)
         .where(_if_unchanged(job))
-        .values(status=JobStatus.failed, finished_at=now, claim_token=None, error=error),
-    )
-    if given_up:
-        webhook_outbox.add_job_events(session, [job.id], JobStatus.failed)
-    return given_up
+        .values(status=JobStatus.failed, finished_at=now, claim_token=None, error=error)
+        .returning(*ENDING)
+    ).all()
+    _count_endings(session, ended, JobStatus.failed)
+    return bool(ended)
 
 
 def republish(session: Session, job: Job, now: datetime) -> bool:
@@ -179,7 +189,7 @@ def cancel(session: Session, job_id: str) -> None:
         update(Job)
         .where(family, col(Job.status).in_(CANCELLABLE_AT_ONCE))
         .values(status=JobStatus.cancelled, finished_at=utcnow(), stage="cancelled")
-        .returning(col(Job.id))
+        .returning(*ENDING)
     ).all()
-    # Running ones end later, through ``finish``, which adds their events then.
-    webhook_outbox.add_job_events(session, [cancelled_id for (cancelled_id,) in cancelled], JobStatus.cancelled)
+    # Running ones end later, through ``finish``, which counts them and adds their events then.
+    _count_endings(session, cancelled, JobStatus.cancelled)

@@ -104,6 +104,41 @@ class Job(SQLModel, table=True):
     finished_at: datetime | None = None
 
 
+# Upper bounds (seconds) of the job duration histogram, from a 50 ms PTQ job to an hour-long search. Each is a column
+# of ``JobTotal`` (``le_0_05`` for 0.05): a new bound is a migration that adds and back-fills its column.
+DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+class JobTotal(SQLModel, table=True):
+    """Running totals of finished jobs by kind and final status: what ``/metrics`` reads, a few rows per kind.
+
+    ``app.service.job_status`` adds each ending in the transaction that writes it, so deleting jobs or retention
+    never lowers them. ``le_*`` are cumulative like Prometheus buckets: jobs that ran at most that many seconds.
+    """
+
+    __tablename__ = "job_totals"
+    kind: str = Field(primary_key=True, max_length=40)
+    status: JobStatus = Field(primary_key=True)
+    ended: int = Field(default=0, description="jobs that ended so, with or without running")
+    ran: int = Field(default=0, description="those of them that ran (have a duration): the histogram's count")
+    run_seconds: float = Field(default=0.0, description="their summed duration, started_at to finished_at")
+    le_0_05: int = Field(default=0, description="those that ran at most 0.05 s")
+    le_0_1: int = Field(default=0, description="those that ran at most 0.1 s")
+    le_0_25: int = Field(default=0, description="those that ran at most 0.25 s")
+    le_0_5: int = Field(default=0, description="those that ran at most 0.5 s")
+    le_1: int = Field(default=0, description="those that ran at most 1 s")
+    le_2_5: int = Field(default=0, description="those that ran at most 2.5 s")
+    le_5: int = Field(default=0, description="those that ran at most 5 s")
+    le_10: int = Field(default=0, description="those that ran at most 10 s")
+    le_30: int = Field(default=0, description="those that ran at most 30 s")
+    le_60: int = Field(default=0, description="those that ran at most 60 s")
+    le_120: int = Field(default=0, description="those that ran at most 120 s")
+    le_300: int = Field(default=0, description="those that ran at most 300 s")
+    le_600: int = Field(default=0, description="those that ran at most 600 s")
+    le_1800: int = Field(default=0, description="those that ran at most 1800 s")
+    le_3600: int = Field(default=0, description="those that ran at most 3600 s")
+
+
 class Checkpoint(SQLModel, table=True):
     __tablename__ = "checkpoints"
     id: str = Field(default_factory=lambda: new_id("ckpt"), primary_key=True, max_length=40)
