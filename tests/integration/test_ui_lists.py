@@ -75,6 +75,16 @@ def wait_for_rows(page, selector: str, ids: list[str]) -> list[str]:
     return page.evaluate(SHOWN_IDS, selector)
 
 
+def wait_for_rows_unordered(page, count: int, selector: str = JOB_ROWS) -> list[str]:
+    """The ids of the rows shown once the page has drawn ``count`` of them."""
+    page.wait_for_function(
+        "([selector, count]) => !document.querySelector('.loading') "
+        "&& document.querySelectorAll(selector).length === count",
+        arg=[selector, count],
+    )
+    return page.evaluate(SHOWN_IDS, selector)
+
+
 def hash_of(page) -> str:
     return page.evaluate("window.location.hash")
 
@@ -135,14 +145,6 @@ def test_filtering_jobs_by_tags_and_status_shows_exactly_the_matching_rows(page,
     page.wait_for_selector(".empty")
     assert page.locator(JOB_ROWS).count() == 0
     assert page.locator(".empty").inner_text() == "No jobs match these filters."
-
-
-def wait_for_rows_unordered(page, count: int, selector: str = JOB_ROWS) -> list[str]:
-    page.wait_for_function(
-        "([selector, count]) => document.querySelectorAll(selector).length === count && !document.querySelector('.loading')",
-        arg=[selector, count],
-    )
-    return page.evaluate(SHOWN_IDS, selector)
 
 
 def test_reports_and_checkpoints_filter_and_page_through_the_api(page, stack, labelled_jobs):
@@ -258,3 +260,17 @@ def test_cancel_on_a_long_distillation_shows_it_cancelled(page, stack, labelled_
     assert page.locator("#job-error .notice").inner_text() == "This job was cancelled."
     assert stack.client.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
     screenshot(page, "ui-cancelled")
+
+
+def test_cancelling_a_job_that_already_ended_shows_the_apis_409(page, stack, labelled_jobs):
+    response = stack.client.post("/jobs/distill", json={"teacher_id": labelled_jobs["checkpoint"], "epochs": 3000})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    # Hold the page's event stream so it still shows the job unfinished when the API has already cancelled it.
+    page.route(f"**/jobs/{job_id}/events", lambda route: None)
+    open_page(page, stack, f"#/jobs/{job_id}", "#cancel-button:not([disabled])")
+    assert stack.client.post(f"/jobs/{job_id}/cancel").status_code == 202
+    assert stack.wait_job(job_id, timeout=60)["status"] == "cancelled"
+    page.click("#cancel-button")
+    page.wait_for_selector("#job-message .error-state")
+    assert page.locator("#job-message").inner_text() == f"Not cancelled: job {job_id} already cancelled."
