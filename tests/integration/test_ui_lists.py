@@ -274,3 +274,13 @@ def test_cancelling_a_job_that_already_ended_shows_the_apis_409(page, stack, lab
     page.click("#cancel-button")
     page.wait_for_selector("#job-message .error-state")
     assert page.locator("#job-message").inner_text() == f"Not cancelled: job {job_id} already cancelled."
+
+
+def test_a_filter_the_api_refuses_is_explained_under_the_filters(page, stack):
+    open_page(page, stack, "#/jobs?experiment=two%20words", "#list-error")
+    assert page.locator("#list-error").inner_text().startswith("These filters were refused: experiment: ")
+    assert page.input_value("#filter-experiment") == "two words"  # still there to correct
+    page.fill("#filter-experiment", "default")
+    page.click("#filters button[type=submit]")
+    page.wait_for_selector(JOB_ROWS)
+    assert page.locator("#list-error").count() == 0

@@ -21,6 +21,9 @@
 
   class AuthRequired extends Error {}
 
+  // The field a FastAPI validation error names: its location without the part of the request ("body", "query").
+  const fieldOf = (problem) => (problem.loc || []).slice(1).join(".");
+
   // A 4xx or 5xx answer: its `detail` as one line per problem (FastAPI lists one per malformed field).
   class ApiError extends Error {
     constructor(status, statusText, detail) {
@@ -28,7 +31,7 @@
         typeof detail === "string"
           ? [detail]
           : Array.isArray(detail) && detail.length
-            ? detail.map((problem) => `${(problem.loc || []).filter((part) => part !== "body").join(".") || "body"}: ${problem.msg}`)
+            ? detail.map((problem) => `${fieldOf(problem) || "request"}: ${problem.msg}`)
             : [`${status} ${statusText}`];
       super(problems.join("; "));
       this.status = status;
@@ -211,6 +214,18 @@
     return `${resource}?${params}`;
   }
 
+  // One page of a list, or null when the API refuses a value of the address (say, an experiment with a space):
+  // `show` then gets the API's reason, and the page keeps its filters to correct.
+  async function listPageOrRefusal(request, signal, show) {
+    try {
+      return await api(request, { signal });
+    } catch (error) {
+      if (!(error instanceof ApiError) || (error.status !== 400 && error.status !== 422)) throw error;
+      show(h("div", { id: "list-error", class: "error-state", role: "alert" }, `These filters were refused: ${error.message}`));
+      return null;
+    }
+  }
+
   const hasFilters = (query, filterNames) => filterNames.some((name) => query.getAll(name).some(Boolean));
 
   // "showing 51–100 of 240" between previous and next links: following one changes the address, so back returns.
@@ -294,7 +309,8 @@
     const request = listRequest("jobs", query, filterNames);
     // Only the rows are redrawn on refresh, so a filter being typed is not lost.
     const refresh = async () => {
-      const page = await api(request, { signal });
+      const page = await listPageOrRefusal(request, signal, (problem) => listing.replaceChildren(problem));
+      if (!page) return null;
       const rows = page.items.map((job) =>
         h(
           "tr",
@@ -323,6 +339,7 @@
     // Poll while something on the page is unfinished; a finished page is refreshed slowly (new jobs may arrive).
     for (;;) {
       const unfinished = await refresh();
+      if (unfinished === null) return; // refused: asking again gives the same answer
       await new Promise((resolve) => setTimeout(resolve, unfinished ? LIST_REFRESH_MS : LIST_REFRESH_MS * 3));
       if (signal.aborted) return;
     }
@@ -459,7 +476,9 @@
 
   async function checkpointsPage(path, query, signal) {
     const filterNames = CHECKPOINT_FILTERS.map((field) => field.name);
-    const page = await api(listRequest("checkpoints", query, filterNames), { signal });
+    const refused = (problem) => app.replaceChildren(section("Checkpoints", filterBar(path, query, CHECKPOINT_FILTERS), problem));
+    const page = await listPageOrRefusal(listRequest("checkpoints", query, filterNames), signal, refused);
+    if (!page) return;
     const rows = page.items.map((ckpt) =>
       h(
         "tr",
@@ -526,7 +545,9 @@
 
   async function reportsPage(path, query, signal) {
     const filterNames = REPORT_FILTERS.map((field) => field.name);
-    const page = await api(listRequest("reports", query, filterNames), { signal });
+    const refused = (problem) => app.replaceChildren(section("Reports", filterBar(path, query, REPORT_FILTERS), kindSuggestions(), problem));
+    const page = await listPageOrRefusal(listRequest("reports", query, filterNames), signal, refused);
+    if (!page) return;
     const selected = new Set();
     const compare = h("button", { type: "button", id: "compare-button", disabled: true, onclick: () => (window.location.hash = `#/compare/${[...selected].join(",")}`) }, "Compare");
     const onToggle = (event) => {
@@ -724,7 +745,7 @@
         window.location.hash = `#/jobs/${job.id}`;
       } catch (error) {
         if (error instanceof AuthRequired) return showKeyPrompt();
-        const named = Array.isArray(error.detail) ? error.detail.map((problem) => (problem.loc || [])[1]).filter(Boolean) : [];
+        const named = Array.isArray(error.detail) ? error.detail.map((problem) => (problem.loc || [])[1]).filter(Boolean) : []; // top-level fields
         showProblems(error.problems || [error.message], named);
       } finally {
         button.disabled = false;
