@@ -258,7 +258,15 @@ def test_cancel_on_a_long_distillation_shows_it_cancelled(page, stack, labelled_
     page.wait_for_selector("#job-status .status-cancelled", timeout=60_000)
     assert page.locator("#cancel-button").count() == 0
     assert page.locator("#job-error .notice").inner_text() == "This job was cancelled."
-    assert stack.client.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
+    job = stack.client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "cancelled" and job["finished_at"] is not None
+    # The record is drawn again once the job ends: it shows when.
+    finished = page.locator("#job-facts dt", has_text="finished").locator("xpath=following-sibling::dd[1]")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#job-facts dt')].some("
+        "(term) => term.textContent === 'finished' && term.nextElementSibling.textContent !== '–')"
+    )
+    assert finished.inner_text() == page.evaluate("(iso) => new Date(iso).toLocaleString()", job["finished_at"])
     screenshot(page, "ui-cancelled")
 
 

@@ -356,6 +356,23 @@
     const errorBox = h("div", { id: "job-error" });
     const reportBox = h("div", { id: "job-report" });
     const outputsBox = h("div", { id: "job-outputs" });
+    // The job's record; drawn again once it ends (start and finish times, attempts).
+    const factsBox = h("div", { id: "job-facts" });
+    const paintFacts = () =>
+      factsBox.replaceChildren(
+        h(
+          "dl",
+          { class: "facts" },
+          job.name ? [h("dt", {}, "name"), h("dd", { id: "job-name" }, job.name)] : [],
+          h("dt", {}, "experiment"), h("dd", { id: "job-experiment" }, h("a", { href: addressOf("/jobs", new URLSearchParams({ experiment: job.experiment })) }, job.experiment)),
+          h("dt", {}, "tags"), h("dd", { id: "job-tags" }, job.tags.length ? tagList(job.tags) : "–"),
+          h("dt", {}, "created"), h("dd", {}, when(job.created_at)),
+          h("dt", {}, "started"), h("dd", {}, when(job.started_at)),
+          h("dt", {}, "finished"), h("dd", {}, when(job.finished_at)),
+          h("dt", {}, "attempts"), h("dd", {}, job.attempts),
+          job.parent_job_id ? [h("dt", {}, "parent job"), h("dd", {}, h("a", { href: `#/jobs/${job.parent_job_id}` }, job.parent_job_id))] : [],
+        ),
+      );
     const cancelBox = h("span", { id: "job-cancel" });
     const messageBox = h("div", { id: "job-message" });
     const paintCancel = () => {
@@ -405,28 +422,19 @@
           h("div", { class: "job-live" }, status, progress, stage, children, cancelBox),
           messageBox,
           errorBox,
-          h(
-            "dl",
-            { class: "facts" },
-            job.name ? [h("dt", {}, "name"), h("dd", { id: "job-name" }, job.name)] : [],
-            h("dt", {}, "experiment"), h("dd", { id: "job-experiment" }, h("a", { href: addressOf("/jobs", new URLSearchParams({ experiment: job.experiment })) }, job.experiment)),
-            h("dt", {}, "tags"), h("dd", { id: "job-tags" }, job.tags.length ? tagList(job.tags) : "–"),
-            h("dt", {}, "created"), h("dd", {}, when(job.created_at)),
-            h("dt", {}, "started"), h("dd", {}, when(job.started_at)),
-            h("dt", {}, "finished"), h("dd", {}, when(job.finished_at)),
-            h("dt", {}, "attempts"), h("dd", {}, job.attempts),
-            job.parent_job_id ? [h("dt", {}, "parent job"), h("dd", {}, h("a", { href: `#/jobs/${job.parent_job_id}` }, job.parent_job_id))] : [],
-          ),
+          factsBox,
           h("details", {}, h("summary", {}, "parameters"), h("pre", {}, JSON.stringify(job.params, null, 2))),
         ),
         reportBox,
         outputsBox,
       ),
     );
+    paintFacts();
     paint({ ...job, children_total: job.children.length, children_finished: 0 });
 
     const showResults = async () => {
       job = await api(`jobs/${jobId}`, { signal });
+      paintFacts();
       paint({ ...job, children_total: job.children.length, children_finished: job.children.length });
       if (job.report_id) renderReport(reportBox, await api(`reports/${job.report_id}`, { signal }));
       outputsBox.replaceChildren(...(await outputsSection(job, query, signal)));
