@@ -32,6 +32,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+DEFAULT_PAGE_SIZE = 50  # rows per page of a dashboard list whose address names no `limit`
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # A leaderboard with every kind of row (children, parent baselines, a degenerate trial), as ``core.search.leaderboard`` writes it.
 LEADERBOARD = [
@@ -163,7 +164,9 @@ def screenshot(page, name: str) -> None:
 def test_job_list_shows_every_job_with_its_status(page, stack, finished_jobs):
     open_page(page, stack, "", ".job-row")
     total = stack.client.get("/jobs").json()["total"]
-    assert page.locator(".job-row").count() == min(total, 100)
+    shown = min(total, DEFAULT_PAGE_SIZE)
+    assert page.locator(".job-row").count() == shown
+    assert page.locator(".pager-range").inner_text() == f"showing 1–{shown} of {total}"
     assert (
         page.locator(f'.job-row[data-id="{finished_jobs["distill"]["id"]}"]').get_attribute("data-status")
         == "succeeded"
