@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +36,16 @@ class Receiver:
         while len(self.posts) < count and time.monotonic() < deadline:
             time.sleep(0.05)
         return list(self.posts)
+
+    def posts_about(self, job_id: str) -> list[ReceivedPost]:
+        """The POSTs whose event is about ``job_id`` (a shared stack's other jobs end too)."""
+        return [post for post in self.posts if json.loads(post.body)["job_id"] == job_id]
+
+    def wait_for_job(self, job_id: str, timeout_s: float = 30.0) -> list[ReceivedPost]:
+        deadline = time.monotonic() + timeout_s
+        while not self.posts_about(job_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.posts_about(job_id)
 
 
 @contextmanager
