@@ -165,7 +165,7 @@ class SyntheticStates:
     """``n_states`` rows of ``default_rng(seed).standard_normal`` (the reference's draw)."""
 
     n_states: int = param(1000, ge=1, le=MAX_STATES)
-    seed: int = param(42, ge=0)
+    seed: int = param(42, ge=0, le=MAX_SEED)
 
     def __post_init__(self) -> None:
         check_bounds(self)

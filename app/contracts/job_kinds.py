@@ -38,7 +38,6 @@ from core.configs import (
     DEFAULT_EVAL_STATES,
     DEFAULT_TRAIN_STATES,
     MAX_FOUNDERS,
-    MAX_STATES,
     MAX_TARGETS,
     MIN_FOUNDERS,
     CrossoverConfig,
@@ -53,6 +52,7 @@ from core.configs import (
     RecombinationValidationConfig,
     SearchConfig,
     SyntheticStates,
+    declared_bounds,
     derive_seed,
 )
 
@@ -61,10 +61,21 @@ CheckpointFormat = Literal["float32", "int8"]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+_SYNTHETIC_BOUNDS: dict[str, dict[str, Any]] = {
+    name: dict(bounds) for name, bounds in declared_bounds(SyntheticStates).items()
+}
+
+
 class SyntheticStatesSpec(BaseModel):
+    """``core.configs.SyntheticStates`` as JSON; its bounds are the ones core declares."""
+
     model_config = ConfigDict(extra="forbid")
-    n_states: int = Field(1000, ge=1, le=MAX_STATES, description="rows to draw")
-    seed: int = Field(..., ge=0, le=2**32 - 1, description="seed of the draw: the same seed gives the same states")
+    n_states: int = Field(1000, description="rows to draw", **_SYNTHETIC_BOUNDS["n_states"])
+    seed: int = Field(
+        ...,
+        description="seed of the draw: the same seed gives the same states",
+        **_SYNTHETIC_BOUNDS["seed"],
+    )
 
 
 class StatesSpec(BaseModel):
