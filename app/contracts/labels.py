@@ -35,5 +35,14 @@ def _unique(tags: list[str]) -> list[str]:
 
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG_CHARS, pattern=LABEL_PATTERN)]
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(_unique)]
+
+
+def _unique_or_none(tags: list[str] | None) -> list[str] | None:
+    return None if tags is None else _unique(tags)
+
+
+# Tags of a multipart form, where they may be left out: the list is the outermost type, which is how FastAPI
+# (before 0.16x) knows to collect every repeat of the field rather than expect one value.
+FormTags = Annotated[list[Tag] | None, Field(max_length=MAX_TAGS), AfterValidator(_unique_or_none)]
 Experiment = Annotated[str, StringConstraints(min_length=1, max_length=MAX_EXPERIMENT_CHARS, pattern=LABEL_PATTERN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_CHARS)]

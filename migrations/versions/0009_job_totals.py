@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 from app.service.job_totals import backfill
 
@@ -23,6 +24,7 @@ down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+JOB_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "cancelled")
 BUCKET_COLUMNS = (
     "le_0_05",
     "le_0_1",
@@ -49,9 +51,10 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=40), nullable=False),
         sa.Column(
             "status",
-            # The jobs table's enum type, which exists already.
-            sa.Enum(
-                "queued", "running", "waiting", "succeeded", "failed", "cancelled", name="jobstatus", create_type=False
+            # The jobs table's enum type, which exists already on PostgreSQL (older SQLAlchemy releases
+            # ignore create_type on sa.Enum, so it is said on the dialect's type).
+            sa.Enum(*JOB_STATUSES, name="jobstatus").with_variant(
+                postgresql.ENUM(*JOB_STATUSES, name="jobstatus", create_type=False), "postgresql"
             ),
             nullable=False,
         ),

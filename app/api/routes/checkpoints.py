@@ -37,7 +37,7 @@ from app.api.schemas import (
     SyntheticCheckpointCreate,
 )
 from app.api.uploads import UPLOAD_ERROR_RESPONSES, file_name, read_file
-from app.contracts.labels import DEFAULT_EXPERIMENT, EXPERIMENT_DESCRIPTION, TAGS_DESCRIPTION, Experiment, Tags
+from app.contracts.labels import DEFAULT_EXPERIMENT, EXPERIMENT_DESCRIPTION, TAGS_DESCRIPTION, Experiment, FormTags
 from app.service import audit, crud, deletion
 from app.service.tables import Checkpoint, ResourceType
 from app.settings import Settings
@@ -86,7 +86,7 @@ def upload_checkpoint(
         ),
     ] = None,
     experiment: Annotated[Experiment, Form(description=EXPERIMENT_DESCRIPTION)] = DEFAULT_EXPERIMENT,
-    tags: Annotated[Tags | None, Form(description=f"repeat the field for several: {TAGS_DESCRIPTION}")] = None,
+    tags: Annotated[FormTags, Form(description=f"repeat the field for several: {TAGS_DESCRIPTION}")] = None,
 ) -> CheckpointPublic:
     """Upload a network. Its architecture is inferred from the tensors; a pickled module is refused; ``source_format``
     records the layout.
