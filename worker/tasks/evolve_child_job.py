@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from core.evolve import ChildSpec, run_child
+from worker.evolution import evolution_states
 from worker.runner import JobContext, handles
-from worker.tasks.evolve_job import evolution_states
 
 
 @handles("evolve-child")

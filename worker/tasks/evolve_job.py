@@ -10,39 +10,22 @@ generation (best, mean, diversity) while the next one runs.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from app.contracts.job_kinds import evolve_target_ids
 from app.service.tables import JobStatus
 from core.artifacts import Checkpoint
 from core.evolve import (
-    EvolveConfig,
-    Generation,
     Member,
     assemble_generation,
     diversity,
     evolve_report,
-    evolve_states,
     founders_generation,
-    generation_summary,
     plan_generation,
 )
-from core.search import SearchStates
+from worker.evolution import child_params, evolution_states, publish_progress
 from worker.runner import JobContext, handles
 
 # While a generation runs, its summary and progress refresh at most this often; it always wakes when one ends.
 SUMMARY_INTERVAL_S = 5.0
-
-
-def evolution_states(context: JobContext, config: EvolveConfig, input_dim: int) -> SearchStates:
-    """Train, selection and evaluation states; the same in the evolve job and in every child."""
-    params = context.params
-    given = context.states(params.states, input_dim) if params.states is not None else None
-    states = evolve_states(config, input_dim, params.n_states, given)
-    if params.eval_states is not None:
-        states = dataclasses.replace(states, evaluation=context.states(params.eval_states, input_dim).numpy())
-    return states
 
 
 @handles("evolve")
@@ -86,34 +69,3 @@ def handle(context: JobContext) -> None:
     # Held-out verdict: the winner (chosen on selection states) keeps at least what the best founder had.
     passed = report["best"]["fitness"]["report"] >= report["founders_best"]["fitness"]["report"]
     context.set_report({"passed": passed, "target_ids": target_ids, **report})
-
-
-def child_params(params: Any, spec: dict, checkpoint_ids: dict[str, str], target_ids: list[str]) -> dict:
-    """An ``evolve-child`` job's params: the parents' checkpoint ids, the evolution's config and states."""
-    states = {
-        field: given.model_dump(exclude_none=True)
-        for field in ("states", "eval_states")
-        if (given := getattr(params, field)) is not None
-    }
-    return {
-        "parent_a_id": checkpoint_ids[spec["parent_a"]],
-        "parent_b_id": checkpoint_ids[spec["parent_b"]],
-        "target_ids": target_ids,
-        "evolve": dataclasses.asdict(params.config()),
-        "child": spec,
-        "n_states": params.n_states,
-        **states,
-    }
-
-
-def publish_progress(
-    context: JobContext, config: EvolveConfig, generations: list[Generation], diversities: list[float], done: int
-) -> None:
-    finished = [generation_summary(g, d) for g, d in zip(generations, diversities, strict=True)]
-    running = len(generations)
-    per_generation = config.population_size - config.elite
-    context.set_summary({"generation": running, "children_done": done, "generations": finished})
-    context.progress(
-        min(0.99, ((running - 1) * per_generation + done) / (config.generations * per_generation)),
-        f"generation {running}/{config.generations}: {done}/{per_generation} children done",
-    )
