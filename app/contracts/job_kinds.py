@@ -61,6 +61,8 @@ CheckpointFormat = Literal["float32", "int8"]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+# The synthetic states a search or an evolution draws (its trial and child jobs take the same count).
+DERIVED_STATES_BOUNDS: dict[str, Any] = {"ge": 2, "le": 100_000}
 _SYNTHETIC_BOUNDS: dict[str, dict[str, Any]] = {
     name: dict(bounds) for name, bounds in declared_bounds(SyntheticStates).items()
 }
@@ -606,8 +608,7 @@ SearchParams = params_model(
         int,
         Field(
             default=1000,
-            ge=2,
-            le=100_000,
+            **DERIVED_STATES_BOUNDS,
             description="synthetic fine-tune states, and the held-out evaluation states drawn apart from them",
         ),
     ),
@@ -626,7 +627,7 @@ class SearchTrialParams(JobParams):
     epochs: int = Field(..., ge=1)
     rung: int = Field(0, ge=0)
     states: StatesSpec | None = None
-    n_states: int = Field(1000, ge=2, le=100_000)
+    n_states: int = Field(1000, **DERIVED_STATES_BOUNDS)
 
     def search_config(self) -> SearchConfig:
         return SearchConfig(**self.search)
@@ -732,8 +733,7 @@ EvolveParams = params_model(
         int,
         Field(
             default=1000,
-            ge=2,
-            le=100_000,
+            **DERIVED_STATES_BOUNDS,
             description="synthetic fine-tune, selection and evaluation states (each set drawn apart)",
         ),
     ),
@@ -753,7 +753,7 @@ class EvolveChildParams(JobParams):
     child: dict[str, Any] = Field(..., description="the child's ChildSpec")
     states: StatesSpec | None = None
     eval_states: StatesSpec | None = None
-    n_states: int = Field(1000, ge=2, le=100_000)
+    n_states: int = Field(1000, **DERIVED_STATES_BOUNDS)
 
     def evolve_config(self) -> EvolveConfig:
         return EvolveConfig(**self.evolve)
