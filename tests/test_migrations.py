@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,7 @@ from app.cli.commands import main
 from app.service.db import make_engine
 from app.settings import get_settings
 from migrations import alembic_config, current_revision, migrate, upgrade
-from tests.integration.stack import POSTGRES_ADMIN_URL, require_postgres_and_redis
+from tests.integration.stack import postgres_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ScriptDirectory.from_config(alembic_config("sqlite://"))
@@ -41,17 +40,8 @@ def empty_database(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'recomb.db'}"
         return
-    require_postgres_and_redis()
-    import psycopg
-
-    name = f"recomb_migrations_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database("recomb_migrations") as url:
+        yield url
 
 
 def schema_drift(database_url: str, metadata: MetaData = SQLModel.metadata) -> list:

@@ -122,21 +122,11 @@ def sqlite_and_postgres_settings(request, tmp_path):
     if request.param == "sqlite":
         yield make_settings(tmp_path)
         return
-    import uuid
-
     from app.service.db import engine_for
-    from tests.integration.stack import POSTGRES_ADMIN_URL, require_postgres_and_redis
+    from tests.integration.stack import postgres_database
 
-    require_postgres_and_redis()
-    import psycopg
-
-    name = f"recomb_api_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    try:
-        yield make_settings(tmp_path, database_url=url)
-    finally:
-        engine_for(url).dispose()
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database("recomb_api") as url:
+        try:
+            yield make_settings(tmp_path, database_url=url)
+        finally:
+            engine_for(url).dispose()

@@ -9,12 +9,9 @@ read back through the API, on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 import torch
 from fastapi.testclient import TestClient
@@ -26,7 +23,7 @@ from core.networks import QNetworkArch, init_params
 from core.quantize import inference_forward, quantize_dynamic
 from migrations import upgrade
 from tests.api.conftest import make_settings
-from tests.integration.stack import POSTGRES_ADMIN_URL, require_postgres_and_redis
+from tests.test_migrations import empty_database  # noqa: F401  (the fixture: SQLite and PostgreSQL)
 
 OLD_ARCH = {"input_dim": 8, "hidden_size": 32, "output_dim": 4, "dropout_rate": 0.0}
 JOB_ID = "job_00000000000000000001"
@@ -51,27 +48,8 @@ def old_artifact(tensors: dict[str, torch.Tensor], checkpoint_format: str, quant
     return safetensors_save({key: tensors[key].contiguous() for key in sorted(tensors)}, metadata={"recomb": text})
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path) -> Iterator[str]:
-    """An empty database on each backend the service runs on."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'before.db'}"
-        return
-    require_postgres_and_redis()
-    import psycopg
-
-    database = f"recomb_test_migration_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{database}"')
-    try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{database}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
-def test_rows_and_artifacts_from_before_the_family_read_through_the_api(tmp_path, database_url):
-    settings = make_settings(tmp_path, database_url=database_url)
+def test_rows_and_artifacts_from_before_the_family_read_through_the_api(tmp_path, empty_database):  # noqa: F811
+    settings = make_settings(tmp_path, database_url=empty_database)
     settings.data_dir.mkdir(parents=True)
     url = settings.resolved_database_url
     upgrade(url, "0001")

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.integration.stack import embedded_stack, postgres_stack, require_postgres_and_redis
+from tests.integration.stack import require_postgres_and_redis, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -12,17 +12,5 @@ def postgres_and_redis() -> None:
 @pytest.fixture(scope="session", params=["embedded", "postgres"])
 def stack(request, tmp_path_factory):
     """The real service on each stack: embedded (SQLite + filesystem broker) and Redis + PostgreSQL."""
-    root = tmp_path_factory.mktemp(f"stack-{request.param}")
-    cleanup = None
-    if request.param == "embedded":
-        running = embedded_stack(root)
-    else:
-        require_postgres_and_redis()
-        running, cleanup = postgres_stack(root)
-    try:
-        running.start(workers=2)
+    with running_stack(request.param, tmp_path_factory.mktemp(f"stack-{request.param}")) as running:
         yield running
-    finally:
-        running.stop()
-        if cleanup:
-            cleanup()

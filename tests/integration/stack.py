@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,8 +246,7 @@ def postgres_stack(root: Path) -> tuple[Stack, callable]:
         connection.execute(f'CREATE DATABASE "{database}"')
     prefix = f"recomb-test-{suffix}:"
     env = _base_env(root) | {
-        "RECOMB_DATABASE_URL": POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        + f"/{database}",
+        "RECOMB_DATABASE_URL": sqlalchemy_url(database),
         "RECOMB_BROKER_URL": REDIS_URL,
         "RECOMB_BROKER_KEY_PREFIX": prefix,
         "RECOMB_QUEUE": f"recomb-{suffix}",
@@ -273,3 +274,43 @@ def _base_env(root: Path) -> dict[str, str]:
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "OMP_NUM_THREADS": "1",
     }
+
+
+def sqlalchemy_url(database: str) -> str:
+    """The psycopg URL of a database on the test PostgreSQL server."""
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{database}"
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A database of its own on the test PostgreSQL server; yields its URL and drops it on exit."""
+    require_postgres_and_redis()
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield sqlalchemy_url(name)
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def running_stack(kind: str, root: Path, workers: int = 2) -> Iterator[Stack]:
+    """The real service started on ``kind`` ("embedded": SQLite + filesystem broker, or "postgres": Redis +
+    PostgreSQL in a database of its own), stopped and dropped on exit."""
+    cleanup = None
+    if kind == "embedded":
+        running = embedded_stack(root)
+    else:
+        require_postgres_and_redis()
+        running, cleanup = postgres_stack(root)
+    try:
+        running.start(workers=workers)
+        yield running
+    finally:
+        running.stop()
+        if cleanup:
+            cleanup()

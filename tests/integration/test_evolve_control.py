@@ -9,7 +9,7 @@ import pytest
 from core.artifacts import decode
 from core.evolve import ChildSpec, EvolveConfig, evolve_states, run_evolution
 from tests.integration.faults import wait_until
-from tests.integration.stack import TERMINAL, embedded_stack, postgres_stack, require_postgres_and_redis
+from tests.integration.stack import TERMINAL, running_stack
 from tests.integration.test_recombination_flow import parent, run
 
 pytestmark = pytest.mark.integration
@@ -117,20 +117,8 @@ def test_cancel_stops_the_generation_in_flight_and_queues_nothing_more(stack):
 @pytest.fixture(scope="module", params=["embedded", "postgres"])
 def restartable(request, tmp_path_factory):
     """A stack of its own (API and two workers) that a test may stop and start again."""
-    root = tmp_path_factory.mktemp(f"restartable-{request.param}")
-    cleanup = None
-    if request.param == "embedded":
-        running = embedded_stack(root)
-    else:
-        require_postgres_and_redis()
-        running, cleanup = postgres_stack(root)
-    try:
-        running.start(workers=2)
+    with running_stack(request.param, tmp_path_factory.mktemp(f"restartable-{request.param}")) as running:
         yield running
-    finally:
-        running.stop()
-        if cleanup:
-            cleanup()
 
 
 def test_a_restarted_stack_resumes_from_the_last_finished_generation_to_the_same_winner(restartable):
