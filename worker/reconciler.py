@@ -18,7 +18,6 @@ import time
 from datetime import timedelta
 
 from sqlalchemy import delete
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -29,6 +28,7 @@ from app.service.queue import get_celery, publish, queue_depth
 from app.service.store import get_store
 from app.service.tables import TERMINAL_STATUSES, IdempotencyRecord, Job, JobStatus, utcnow
 from app.settings import Settings
+from worker.periodic import start_periodic
 
 log = logging.getLogger("recomb.reconciler")
 # A queued job older than this while the queue is empty has lost its message.
@@ -112,19 +112,13 @@ def _queue_is_empty() -> bool:
 
 
 def start_reconciler(settings: Settings, stop: threading.Event) -> threading.Thread:
-    def loop() -> None:
-        next_retention = time.monotonic()
-        while not stop.wait(settings.reconcile_interval_s):
-            try:
-                reconcile_once(settings)
-                if settings.retention_days and time.monotonic() >= next_retention:
-                    next_retention = time.monotonic() + settings.retention_interval_s
-                    retention_once(settings)
-            except OperationalError:
-                log.warning("reconciler: database unreachable")
-            except Exception:
-                log.exception("reconciler pass failed")
+    next_retention = time.monotonic()
 
-    thread = threading.Thread(target=loop, daemon=True, name="reconciler")
-    thread.start()
-    return thread
+    def run_pass() -> None:
+        nonlocal next_retention
+        reconcile_once(settings)
+        if settings.retention_days and time.monotonic() >= next_retention:
+            next_retention = time.monotonic() + settings.retention_interval_s
+            retention_once(settings)
+
+    return start_periodic("reconciler", settings.reconcile_interval_s, run_pass, stop, log)

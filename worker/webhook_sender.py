@@ -22,7 +22,6 @@ from importlib.metadata import version
 
 import httpx
 from sqlalchemy import or_, update
-from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from app.service.db import get_engine
@@ -36,6 +35,7 @@ from app.service.webhook_outbox import (
     signature,
 )
 from app.settings import Settings
+from worker.periodic import start_periodic
 
 log = logging.getLogger("recomb.webhooks")
 # A lease outlasts the attempt's timeout by this much (name resolution, recording the result).
@@ -183,16 +183,4 @@ def _record(settings: Settings, delivery: WebhookDelivery, outcome: Outcome) -> 
 
 def start_webhook_sender(settings: Settings, stop: threading.Event) -> threading.Thread:
     """A daemon thread sending due deliveries every ``webhook_poll_interval_s`` until ``stop``."""
-
-    def loop() -> None:
-        while not stop.wait(settings.webhook_poll_interval_s):
-            try:
-                deliver_due(settings)
-            except OperationalError:
-                log.warning("webhook sender: database unreachable")
-            except Exception:
-                log.exception("webhook sender pass failed")
-
-    thread = threading.Thread(target=loop, daemon=True, name="webhook-sender")
-    thread.start()
-    return thread
+    return start_periodic("webhook sender", settings.webhook_poll_interval_s, lambda: deliver_due(settings), stop, log)
